@@ -1,0 +1,6 @@
+"""Registration of the subcommands that live beside the code they drive (teacher, run, report, sweep).
+
+Each entry is a function taking the argparse sub-parsers object and adding one command to it.
+"""
+
+REGISTER: list = []

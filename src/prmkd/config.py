@@ -1,0 +1,234 @@
+"""Configuration: plain dataclasses, loaded from TOML or YAML, with `key=value` overrides.
+
+An unknown key is an error that names the key (never a silent new attribute, never `None`).
+The resolved configuration is what gets written next to every result.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+
+# --------------------------------------------------------------------------------------------------
+# sections
+
+
+@dataclass
+class FeatureConfig:
+    """An optional per-item feature matrix (e.g. image vectors), joined onto the items by key."""
+
+    name: str = "image"
+    path: str = ""  # raw little-endian float32 rows (.npy also accepted)
+    dim: int = 0  # row width for raw files
+    index: str = ""  # "KEY<TAB>row" lines mapping an item's raw id (e.g. ASIN) to its row
+
+
+@dataclass
+class DataConfig:
+    """Where the interactions and item texts are, and how to turn them into a prepared dataset."""
+
+    format: str = "auto"  # auto | unisrec | recbole | table | amazon
+    path: str = ""  # folder (unisrec / recbole), "recbole:ml-100k", or the interactions file (table / amazon)
+    name: str = ""  # base name of the atomic files inside `path`; inferred when the folder holds one
+    items: str = ""  # item table (table format) or meta JSON lines (amazon format)
+    user_column: str = "user"
+    item_column: str = "item"
+    time_column: str = "timestamp"
+    text_fields: list[str] = field(default_factory=lambda: ["title", "brand", "categories"])
+    kcore: int = 0  # iterative k-core on users and items (0 = off); for unsplit inputs only
+    max_len: int = 50  # histories keep their most recent `max_len` items
+    features: list[FeatureConfig] = field(default_factory=list)
+    cache_dir: str = ""  # prepared datasets are cached here; default $PRMKD_CACHE or ./.prmkd/cache
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 200
+    batch_size: int = 512  # sequences per batch (every position of each is an instance)
+    lr: float = 1e-3
+    weight_decay: float = 0.0  # Adam L2 (the paper's 1e-5 is `weight_decay = 1e-5`)
+    patience: int = 10  # epochs without a better validation NDCG@10 before stopping
+    min_epochs: int = 0
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    threads: int = 0  # torch CPU threads (0 = leave torch's default)
+    checkpoint_every: int = 0  # also checkpoint every N steps inside an epoch (0 = at epoch ends only)
+    grad_clip: float = 0.0  # max gradient norm (0 = off)
+    eval_every: int = 1  # validate every N epochs
+    progress: bool = True
+    max_minutes: float = 0.0  # stop (as if early-stopped) after this much training time (0 = no limit)
+
+
+@dataclass
+class EvalConfig:
+    ks: list[int] = field(default_factory=lambda: [5, 10, 20])
+    mrr_k: int = 10
+    mask_history: bool = False  # exclude the user's history items from the ranking (target excepted)
+    batch_size: int = 4096  # users per scoring batch
+    max_elements: int = 1 << 25  # users x items scored at once; larger catalogues are chunked over items
+
+
+@dataclass
+class DistillConfig:
+    """PRM-KD (paper section 3): choices the paper leaves open are named here and recorded."""
+
+    teachers: list[str] = field(default_factory=list)  # teacher cache folders
+    temperature: float = 1.0  # tau of Eq. 1 (applied to every teacher's scores)
+    kd_weight: float = 1.0  # lambda of Eq. 6
+    epsilon: float = 0.1  # consistency threshold of the scoring strategy (Eq. 2)
+    candidates: str = "in_batch"  # in_batch | all  ("all" = the paper's "w/o IN" ablation)
+    unique_candidates: bool = True  # in-batch candidates = the distinct target items of the batch
+    fusion: str = "consistency"  # consistency | average  ("average" = the paper's "w/o WA" ablation)
+    normalization: str = "softmax"  # how s~ is made from s (Eq. 1 output): softmax | minmax | rank
+    teacher_weights: Any = "valid_ndcg"  # valid_ndcg | uniform | [w1, w2, ...]
+    student_temperature: float = 1.0  # the student's p uses its own logits / this
+    kl: str = "reverse"  # reverse (paper Eq. 5: sum p log p/q) | forward (sum q log q/p)
+
+
+@dataclass
+class RunConfig:
+    """One training run of a model (a baseline student, or a distilled one when `distill` has teachers)."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: dict = field(default_factory=lambda: {"name": "sasrec"})
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    out: str = ""  # run folder; default runs/<model>-<dataset>-seed<seed>
+
+
+# --------------------------------------------------------------------------------------------------
+# loading
+
+
+def _type_name(tp) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(tp, value, key: str):
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(args[0], value, key)
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, prefix=key + ".")
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key '{key}': expected a list, got {value!r}")
+        (item_tp,) = typing.get_args(tp) or (Any,)
+        return [_coerce(item_tp, v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{key}': expected a table of keys, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"config key '{key}': expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"config key '{key}': expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"config key '{key}': expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"config key '{key}': expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"config key '{key}': unsupported type {_type_name(tp)}")
+
+
+def from_dict(cls, data: dict, prefix: str = ""):
+    """Build dataclass `cls` from a dict; an unknown key is a ConfigError naming it."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"config key '{prefix.rstrip('.') or '<root>'}': expected a table, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for k in data:
+        if k not in names:
+            raise ConfigError(f"unknown config key '{prefix}{k}' (known keys here: {', '.join(names)})")
+    kwargs = {k: _coerce(hints[k], v, prefix + k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def to_dict(obj) -> dict:
+    return dataclasses.asdict(obj)
+
+
+def parse_value(text: str):
+    """`--set` values: TOML literals (numbers, booleans, [lists], "strings"), else the bare string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_override(data: dict, assignment: str) -> None:
+    if "=" not in assignment:
+        raise ConfigError(f"--set expects key=value, got '{assignment}'")
+    key, text = assignment.split("=", 1)
+    parts = key.strip().split(".")
+    node = data
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {key}: '{p}' is not a section")
+    node[parts[-1]] = parse_value(text.strip())
+
+
+def load_file(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"config file not found: {path}")
+    suffix = path.suffix.lower()
+    text = path.read_text()
+    if suffix == ".toml":
+        try:
+            return tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    if suffix in (".yaml", ".yml"):
+        import yaml
+
+        try:
+            out = yaml.safe_load(text) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML: {e}") from None
+        if not isinstance(out, dict):
+            raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+        return out
+    if suffix == ".json":
+        return json.loads(text)
+    raise ConfigError(f"{path}: unknown config format '{suffix}' (expected .toml, .yaml, .yml or .json)")
+
+
+def load(cls, path: str | Path | None = None, overrides: list[str] | None = None, base: dict | None = None):
+    """Load `cls` from an optional file, then apply `key=value` overrides (later ones win)."""
+    data: dict = dict(base or {})
+    if path:
+        data = _deep_merge(data, load_file(path))
+    for o in overrides or []:
+        apply_override(data, o)
+    return from_dict(cls, data)
+
+
+def _deep_merge(a: dict, b: dict) -> dict:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out

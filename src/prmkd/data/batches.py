@@ -1,0 +1,133 @@
+"""Typed batches. Training batches hold whole sequences: every position is an instance, so one forward
+pass trains on all of a user's next-item predictions at once. Batches are padded (right, with 0) only to
+the longest sequence in them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import numpy as np
+import torch
+
+from .dataset import SeqDataset
+
+
+@dataclass
+class SeqBatch:
+    """B training windows of length <= T.
+
+    items[b, i] is the input item at position i, targets[b, i] the next item (0 = padding);
+    instance_ids[b, i] is the global training-instance id of that prediction, -1 where it is not an
+    instance of this window (padding, or a target already counted in an overlapping window).
+    """
+
+    items: torch.Tensor  # (B, T) int64
+    targets: torch.Tensor  # (B, T) int64
+    instance_ids: torch.Tensor  # (B, T) int64
+    users: torch.Tensor  # (B,) int64
+    lengths: torch.Tensor  # (B,) int64
+
+    def to(self, device) -> "SeqBatch":
+        return type(self)(**{f.name: getattr(self, f.name).to(device, non_blocking=True) for f in fields(self)})
+
+    @property
+    def counted(self) -> torch.Tensor:
+        """(B, T) bool: positions that are training instances of this batch."""
+        return self.instance_ids >= 0
+
+
+@dataclass
+class EvalBatch:
+    """B users' histories (right padded) and their held-out target items."""
+
+    items: torch.Tensor  # (B, T) int64
+    lengths: torch.Tensor  # (B,) int64
+    targets: torch.Tensor  # (B,) int64
+    users: torch.Tensor  # (B,) int64
+
+    def to(self, device) -> "EvalBatch":
+        return type(self)(**{f.name: getattr(self, f.name).to(device, non_blocking=True) for f in fields(self)})
+
+
+def train_windows(ds: SeqDataset) -> np.ndarray:
+    """(n_windows, 4) rows (user, start a, end b, first counted target position).
+
+    A window feeds inputs s[a:b] and predicts targets s[a+1:b+1]. Training sequences no longer than
+    max_len + 1 are one window. Longer ones are cut into windows of max_len inputs that overlap by half, and
+    each target is counted once, in the window where it has the most history.
+    """
+    W = ds.max_len
+    H = max(W // 2, 1)
+    rows = []
+    for u, L in enumerate(ds.train_lengths.tolist()):
+        if L < 2:
+            continue
+        b = L - 1
+        while b > W:
+            rows.append((u, b - W, b, b - H + 1))
+            b -= H
+        rows.append((u, 0, b, 1))
+    return np.asarray(rows, dtype=np.int64).reshape(-1, 4)
+
+
+def make_seq_batch(ds: SeqDataset, windows: np.ndarray, inst_offsets: np.ndarray) -> SeqBatch:
+    users, a, b, first = windows.T
+    T = int((b - a).max())
+    B = len(windows)
+    items = np.zeros((B, T), dtype=np.int64)
+    targets = np.zeros((B, T), dtype=np.int64)
+    inst = np.full((B, T), -1, dtype=np.int64)
+    starts = ds.seq_offsets[users]
+    for r in range(B):
+        n = b[r] - a[r]
+        s = ds.seq_items[starts[r] + a[r]: starts[r] + b[r] + 1]
+        items[r, :n] = s[:-1]
+        targets[r, :n] = s[1:]
+        pos = np.arange(a[r] + 1, b[r] + 1)  # target positions in the user's sequence
+        keep = pos >= first[r]
+        inst[r, :n][keep] = inst_offsets[users[r]] + pos[keep] - 1
+    return SeqBatch(torch.from_numpy(items), torch.from_numpy(targets), torch.from_numpy(inst),
+                    torch.from_numpy(users.copy()), torch.from_numpy(b - a))
+
+
+class TrainBatches:
+    """Shuffled training batches; the order of epoch e depends only on (seed, e), so a resumed run
+    sees exactly the batches an uninterrupted one would."""
+
+    def __init__(self, ds: SeqDataset, batch_size: int, seed: int):
+        self.ds = ds
+        self.batch_size = batch_size
+        self.seed = seed
+        self.windows = train_windows(ds)
+        self.inst_offsets = ds.train_instance_offsets
+
+    def __len__(self) -> int:
+        return (len(self.windows) + self.batch_size - 1) // self.batch_size
+
+    def epoch(self, epoch: int, start_step: int = 0):
+        order = np.random.default_rng([self.seed, epoch]).permutation(len(self.windows))
+        for step in range(start_step, len(self)):
+            idx = order[step * self.batch_size:(step + 1) * self.batch_size]
+            yield step, make_seq_batch(self.ds, self.windows[idx], self.inst_offsets)
+
+
+def eval_batches(ds: SeqDataset, split: str, batch_size: int, users: np.ndarray | None = None):
+    """EvalBatch per `batch_size` users (all users by default), histories capped at max_len."""
+    users = np.arange(ds.n_users) if users is None else np.asarray(users)
+    targets = ds.split_targets(split)
+    cut = 1 if split == "test" else 2
+    ends = ds.seq_offsets[1:] - cut
+    for lo in range(0, len(users), batch_size):
+        us = users[lo:lo + batch_size]
+        starts = np.maximum(ds.seq_offsets[us], ends[us] - ds.max_len)
+        lens = ends[us] - starts
+        T = int(lens.max())
+        items = np.zeros((len(us), T), dtype=np.int64)
+        # vectorised gather: row r takes seq_items[starts[r] : starts[r] + lens[r]]
+        col = np.arange(T)
+        valid = col[None, :] < lens[:, None]
+        idx = starts[:, None] + col[None, :]
+        items[valid] = ds.seq_items[idx[valid]]
+        yield EvalBatch(torch.from_numpy(items), torch.from_numpy(lens), torch.from_numpy(targets[us]),
+                        torch.from_numpy(us.astype(np.int64)))

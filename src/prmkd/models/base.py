@@ -1,0 +1,92 @@
+"""The model contract shared by every student, baseline and teacher.
+
+A model turns a `SeqBatch` into its training instances (`encode`), has its own loss on them (`own_loss`),
+scores them against given candidate items (`candidate_scores`, what distillation uses), and scores users
+against item id ranges of the whole catalogue (`eval_state` + `score_items`, what evaluation uses).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..data.batches import EvalBatch, SeqBatch
+
+
+@dataclass
+class Encoded:
+    """A batch's N training instances as a model sees them."""
+
+    reps: torch.Tensor  # (N, d) instance representations (or model-specific state rows)
+    targets: torch.Tensor  # (N,) positive item of each instance
+    instance_ids: torch.Tensor  # (N,) global training-instance id, -1 if not a cache-keyed instance
+    users: torch.Tensor  # (N,)
+    extra: Any = None
+
+
+class Recommender(nn.Module):
+    """Base class; subclasses implement encode / own_loss / candidate_scores / eval_state / score_items."""
+
+    n_items: int
+
+    def encode(self, batch: SeqBatch) -> Encoded:
+        raise NotImplementedError
+
+    def own_loss(self, enc: Encoded) -> torch.Tensor:
+        raise NotImplementedError
+
+    def candidate_scores(self, enc: Encoded, candidates: torch.Tensor) -> torch.Tensor:
+        """(N, C) scores of each instance against candidate item ids (C,)."""
+        raise NotImplementedError
+
+    def eval_state(self, batch: EvalBatch) -> Any:
+        raise NotImplementedError
+
+    def score_items(self, state: Any, lo: int, hi: int) -> torch.Tensor:
+        """(B, hi - lo) scores of the users in `state` against item ids lo..hi-1."""
+        raise NotImplementedError
+
+    def item_table(self) -> torch.Tensor:
+        """(n_items + 1, d) item representations, for models whose scores are instance . item dot products
+        (what a teacher cache stores). Models that do not factorize this way do not implement it."""
+        raise NotImplementedError(f"{type(self).__name__} does not score by a dot product with an item table")
+
+    # ---- derived
+    def loss(self, batch: SeqBatch) -> torch.Tensor:
+        return self.own_loss(self.encode(batch))
+
+    def full_scores(self, batch: EvalBatch) -> torch.Tensor:
+        """(B, n_items + 1) scores; column 0 (padding) is -inf."""
+        s = self.score_items(self.eval_state(batch), 1, self.n_items + 1)
+        return torch.cat([torch.full_like(s[:, :1], float("-inf")), s], dim=1)
+
+
+def flatten_positions(hidden: torch.Tensor, batch: SeqBatch) -> Encoded:
+    """Keep the counted positions of a (B, T, d) sequence output as (N, d) instances."""
+    keep = batch.counted  # (B, T)
+    users = batch.users[:, None].expand_as(keep)
+    return Encoded(hidden[keep], batch.targets[keep], batch.instance_ids[keep], users[keep])
+
+
+def full_softmax_ce(reps: torch.Tensor, item_weight: torch.Tensor, targets: torch.Tensor,
+                    bias: torch.Tensor | None = None) -> torch.Tensor:
+    """Cross-entropy of (N, d) instances over every real item (padding column excluded)."""
+    logits = reps @ item_weight[1:].T  # (N, n_items)
+    if bias is not None:
+        logits = logits + bias[1:]
+    return nn.functional.cross_entropy(logits, targets - 1)
+
+
+def init_weights(module: nn.Module, std: float = 0.02) -> None:
+    """Normal(0, std) for linear and embedding weights, zero biases, unit LayerNorm."""
+    for m in module.modules():
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(m.weight, 0.0, std)
+            if isinstance(m, nn.Linear) and m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)

@@ -1,0 +1,194 @@
+"""One training loop for everything trainable (baselines, distilled students, teachers).
+
+Adam; validation NDCG@10 after each epoch with early stopping; the best weights kept; checkpoints at
+every epoch end (and every `checkpoint_every` steps) holding model, optimizer and RNG state, so a run
+killed at any point and restarted continues where it stopped and ends exactly as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from .config import EvalConfig, TrainConfig
+from .data.batches import SeqBatch, TrainBatches
+from .data.dataset import SeqDataset
+from .env import resolve_device
+from .evaluate import evaluate
+
+LossFn = Callable[[torch.nn.Module, SeqBatch], tuple[torch.Tensor, dict]]
+
+
+def default_loss(model, batch: SeqBatch) -> tuple[torch.Tensor, dict]:
+    loss = model.loss(batch)
+    return loss, {"loss": loss.item()}
+
+
+@dataclass
+class FitResult:
+    best_epoch: int
+    best_valid: dict
+    epochs_run: int
+    train_seconds: float  # training + validation time, summed over all (resumed) sessions
+    time_to_best: float  # seconds from the start until the end of the best epoch
+    epoch_seconds: float  # mean training time of one epoch (validation excluded)
+    stopped: str
+    history: list = field(default_factory=list)
+
+
+def seed_everything(seed: int) -> None:
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _save(path: Path, obj) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(obj, tmp)
+    tmp.replace(path)  # atomic: a kill never leaves a half-written checkpoint
+
+
+def _rng_state(device) -> dict:
+    st = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        st["cuda"] = torch.cuda.get_rng_state(device)
+    return st
+
+
+def _set_rng_state(st: dict, device) -> None:
+    torch.set_rng_state(st["torch"])
+    if "cuda" in st and device.type == "cuda":
+        torch.cuda.set_rng_state(st["cuda"], device)
+
+
+def fit(model: torch.nn.Module, ds: SeqDataset, cfg: TrainConfig, out_dir: Path, *,
+        eval_cfg: EvalConfig | None = None, loss_fn: LossFn = default_loss, fingerprint: str = "",
+        log: Callable[[str], None] = print, batches: TrainBatches | None = None) -> FitResult:
+    """Train `model` on `ds` (train split), validating on the valid split; resumes from `out_dir`."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    eval_cfg = eval_cfg or EvalConfig()
+    device = resolve_device(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    seed_everything(cfg.seed)
+    model.to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    batches = batches or TrainBatches(ds, cfg.batch_size, cfg.seed)
+    ckpt_path, best_path = out_dir / "checkpoint.pt", out_dir / "best.pt"
+
+    state = {"epoch": 0, "step": 0, "best": -math.inf, "best_epoch": -1, "best_valid": {}, "bad": 0,
+             "elapsed": 0.0, "time_to_best": 0.0, "history": [], "epoch_train_seconds": []}
+    if ckpt_path.exists():
+        ck = torch.load(ckpt_path, map_location=device, weights_only=False)
+        if ck.get("fingerprint") == fingerprint:
+            model.load_state_dict(ck["model"])
+            opt.load_state_dict(ck["optimizer"])
+            state = ck["state"]
+            _set_rng_state(ck["rng"], device)
+            log(f"resuming from {ckpt_path} (epoch {state['epoch']}, step {state['step']})")
+        else:
+            log(f"ignoring {ckpt_path}: it belongs to another configuration")
+
+    def checkpoint():
+        _save(ckpt_path, {"model": model.state_dict(), "optimizer": opt.state_dict(), "state": state,
+                          "rng": _rng_state(device), "fingerprint": fingerprint})
+
+    show_bar = cfg.progress and sys.stderr.isatty()
+    stopped = "max epochs"
+    while state["epoch"] < cfg.epochs:
+        epoch = state["epoch"]
+        model.train()
+        t0 = time.perf_counter()
+        total, n = 0.0, 0
+        bar = None
+        if show_bar:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(batches), initial=state["step"], desc=f"epoch {epoch}", leave=False, file=sys.stderr)
+        for step, batch in batches.epoch(epoch, state["step"]):
+            loss, logs = loss_fn(model, batch.to(device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            if not math.isfinite(loss.item()):
+                raise FloatingPointError(f"loss became {float(loss)} at epoch {epoch}, step {step}")
+            total += loss.item()
+            n += 1
+            state["step"] = step + 1
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss.item():.4f}")
+            if cfg.checkpoint_every and state["step"] % cfg.checkpoint_every == 0 and state["step"] < len(batches):
+                state["elapsed"] += time.perf_counter() - t0
+                t0 = time.perf_counter()
+                checkpoint()
+        if bar is not None:
+            bar.close()
+        train_sec = time.perf_counter() - t0
+        state["epoch_train_seconds"].append(train_sec)
+        record = {"epoch": epoch, "loss": total / max(n, 1), "train_seconds": round(train_sec, 3)}
+        if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
+            t1 = time.perf_counter()
+            res = evaluate(model, ds, "valid", eval_cfg, device)
+            record["valid"] = res.metrics
+            record["eval_seconds"] = round(time.perf_counter() - t1, 3)
+            score = res.metrics["ndcg@10"]
+            state["elapsed"] += time.perf_counter() - t0
+            if score > state["best"]:
+                state.update(best=score, best_epoch=epoch, best_valid=res.metrics, bad=0,
+                             time_to_best=state["elapsed"])
+                _save(best_path, {"model": model.state_dict(), "epoch": epoch, "valid": res.metrics})
+            else:
+                state["bad"] += 1
+        else:
+            state["elapsed"] += time.perf_counter() - t0
+        state["history"].append(record)
+        state["epoch"], state["step"] = epoch + 1, 0
+        checkpoint()
+        v = record.get("valid", {}).get("ndcg@10")
+        log(f"epoch {epoch:3d}  loss {record['loss']:.4f}  {train_sec:6.1f}s" +
+            (f"  valid ndcg@10 {v:.4f}  recall@10 {record['valid']['recall@10']:.4f}" if v is not None else "") +
+            ("  *" if state["best_epoch"] == epoch else ""))
+        if state["bad"] >= cfg.patience and state["epoch"] >= cfg.min_epochs:
+            stopped = f"early stop (no better validation NDCG@10 for {cfg.patience} evaluations)"
+            break
+        if cfg.max_minutes and state["elapsed"] > 60 * cfg.max_minutes:
+            stopped = f"time budget of {cfg.max_minutes} minutes"
+            break
+    if best_path.exists():
+        model.load_state_dict(torch.load(best_path, map_location=device, weights_only=False)["model"])
+    eps = state["epoch_train_seconds"]
+    return FitResult(state["best_epoch"], state["best_valid"], state["epoch"], state["elapsed"],
+                     state["time_to_best"], sum(eps) / max(len(eps), 1), stopped, state["history"])
+
+
+def write_json(path: Path, obj) -> None:
+    tmp = Path(path).with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=_jsonable))
+    tmp.replace(path)
+
+
+def _jsonable(x):
+    import numpy as np
+
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, (np.floating,)):
+        return float(x)
+    if isinstance(x, Path):
+        return str(x)
+    raise TypeError(f"not JSON serialisable: {type(x)}")
