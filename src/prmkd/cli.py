@@ -1,6 +1,8 @@
 """The `prmkd` command. Each handler parses, calls one library function, prints or writes.
 
 User errors (bad files, bad config) print one line `error: ...` and exit with status 2, no traceback.
+Handlers check their configuration before importing what does the work (torch), so a mistyped key is
+reported at once.
 """
 
 from __future__ import annotations
@@ -36,27 +38,25 @@ def _print_json(obj) -> None:
 
 
 def cmd_prepare(args) -> None:
+    cfg = _run_config(args, [f"data.path={json.dumps(args.path)}"] if args.path else [])
     from .data.dataset import prepare
 
-    cfg = _run_config(args, [f"data.path={json.dumps(args.path)}"] if args.path else [])
     ds = prepare(cfg.data, log=lambda m: print(m, file=sys.stderr))
     _print_json({**ds.summary(), "folder": ds.meta.get("folder"), "notes": ds.meta.get("notes", [])})
 
 
 def cmd_train(args) -> None:
-    from .runner import train_run
-
     extra = [f"model.name={json.dumps(args.model)}"] if args.model else []
     cfg = _run_config(args, extra)
     if cfg.distill.teachers:
         raise PrmkdError("this config lists distill.teachers: use `prmkd distill` for a distilled student")
+    from .runner import train_run
+
     res = train_run(cfg, restart=args.restart, log=_log)
     _print_json({"run": res["name"], "metrics": res["metrics"], "timing": res["timing"]})
 
 
 def cmd_distill(args) -> None:
-    from .runner import train_run
-
     extra = []
     if args.student:
         extra.append(f"model.name={json.dumps(args.student)}")
@@ -65,6 +65,8 @@ def cmd_distill(args) -> None:
     cfg = _run_config(args, extra)
     if not cfg.distill.teachers:
         raise PrmkdError("no teachers: pass --teachers CACHE_DIR [CACHE_DIR ...] or set distill.teachers")
+    from .runner import train_run
+
     res = train_run(cfg, restart=args.restart, log=_log)
     _print_json({"run": res["name"], "metrics": res["metrics"], "timing": res["timing"],
                  "distill": res.get("distill")})
@@ -72,8 +74,6 @@ def cmd_distill(args) -> None:
 
 def cmd_evaluate(args) -> None:
     from .config import EvalConfig, from_dict, load_file, to_dict, apply_override
-    from .runner import evaluate_run
-    from .train import write_json
 
     run_dir = Path(args.run_dir)
     cfg_path = run_dir / "config.json"
@@ -87,6 +87,9 @@ def cmd_evaluate(args) -> None:
             raise PrmkdError(f"evaluate only takes eval.* overrides, got '{o}'")
         apply_override(data, o)
     eval_cfg = from_dict(EvalConfig, data["eval"], prefix="eval.")
+    from .runner import evaluate_run
+    from .train import write_json
+
     res = evaluate_run(run_dir, args.split, eval_cfg, args.device, log=_log)
     tag = f"{args.split}{'_masked' if eval_cfg.mask_history else ''}"
     import numpy as np

@@ -3,4 +3,6 @@
 Each entry is a function taking the argparse sub-parsers object and adding one command to it.
 """
 
-REGISTER: list = []
+from .teachers.commands import register as _teacher
+
+REGISTER: list = [_teacher]

@@ -75,6 +75,7 @@ class EvalConfig:
     mask_history: bool = False  # exclude the user's history items from the ranking (target excepted)
     batch_size: int = 4096  # users per scoring batch
     max_elements: int = 1 << 25  # users x items scored at once; larger catalogues are chunked over items
+    users: int = 0  # evaluate a fixed random subset of this many users (0 = all); for large source domains
 
 
 @dataclass

@@ -3,7 +3,8 @@
 - Ties never favour the target: rank = #items scored higher + #other items scored equal (0-based),
   so a model that scores everything the same gets rank n_items - 1, i.e. metrics of zero.
 - History masking is an explicit option (default off, as UniSRec and RecBole's sequential models do);
-  a masked history item gets -inf, the target itself is never masked.
+  every item of the user's history before the target gets -inf (the whole history, not only the last
+  max_len items a model sees), the target itself is never masked.
 - Per-user values are kept, so paired significance tests are always possible.
 - Vectorised over users (batches) and items (chunks); no per-user Python loop.
 """
@@ -55,6 +56,17 @@ def history_mask(history: torch.Tensor, targets: torch.Tensor, lo: int, hi: int)
     return mask
 
 
+def full_histories(ds: SeqDataset, users: np.ndarray, split: str) -> torch.Tensor:
+    """(B, L) every item before each user's `split` target (not cut to max_len), right padded with 0."""
+    starts = ds.seq_offsets[users]
+    lens = ds.seq_offsets[users + 1] - (1 if split == "test" else 2) - starts
+    col = np.arange(int(lens.max()))
+    valid = col[None, :] < lens[:, None]  # (B, L)
+    out = np.zeros(valid.shape, dtype=np.int64)
+    out[valid] = ds.seq_items[(starts[:, None] + col[None, :])[valid]]
+    return torch.from_numpy(out)
+
+
 def _chunk(scores: torch.Tensor, history, targets, lo, hi, mask_history: bool) -> torch.Tensor:
     if torch.isnan(scores).any():
         raise PrmkdError("the model produced NaN scores; evaluation cannot rank them")
@@ -63,19 +75,23 @@ def _chunk(scores: torch.Tensor, history, targets, lo, hi, mask_history: bool) -
     return scores
 
 
-def rank_batch(model, batch, n_items: int, max_elements: int, mask_history: bool) -> torch.Tensor:
-    """(B,) pessimistic 0-based ranks of the batch's targets among items 1..n_items."""
+def rank_batch(model, batch, n_items: int, max_elements: int, mask_history: bool,
+               history: torch.Tensor | None = None) -> torch.Tensor:
+    """(B,) pessimistic 0-based ranks of the batch's targets among items 1..n_items.
+
+    `history` (B, L): the items masked when `mask_history` (default: the batch's model input)."""
     state = model.eval_state(batch)
+    history = batch.items if history is None else history
     B = len(batch.targets)
     step = max(1, min(n_items, max_elements // max(B, 1)))
     chunks = [(lo, min(lo + step, n_items + 1)) for lo in range(1, n_items + 1, step)]
     t = batch.targets
     if len(chunks) == 1:
-        s = _chunk(model.score_items(state, 1, n_items + 1), batch.items, t, 1, n_items + 1, mask_history)
+        s = _chunk(model.score_items(state, 1, n_items + 1), history, t, 1, n_items + 1, mask_history)
         ts = s.gather(1, (t - 1)[:, None])  # (B, 1)
         return (s > ts).sum(1) + (s == ts).sum(1) - 1
     # several chunks: first find each target's own score (in its chunk), then count
-    ts = torch.empty(B, 1, device=t.device)
+    ts = torch.empty(B, 1, dtype=torch.float64, device=t.device)  # holds any score dtype exactly
     for lo, hi in chunks:
         inside = (t >= lo) & (t < hi)
         if inside.any():
@@ -84,7 +100,7 @@ def rank_batch(model, batch, n_items: int, max_elements: int, mask_history: bool
     greater = torch.zeros(B, dtype=torch.long, device=t.device)
     equal = torch.zeros(B, dtype=torch.long, device=t.device)
     for lo, hi in chunks:
-        s = _chunk(model.score_items(state, lo, hi), batch.items, t, lo, hi, mask_history)
+        s = _chunk(model.score_items(state, lo, hi), history, t, lo, hi, mask_history)
         greater += (s > ts).sum(1)
         equal += (s == ts).sum(1)
     return greater + equal - 1
@@ -97,14 +113,19 @@ def evaluate(model, ds: SeqDataset, split: str = "test", cfg: EvalConfig | None 
     cfg = cfg or EvalConfig()
     was_training = model.training
     model.eval()
-    users = np.arange(ds.n_users) if users is None else np.asarray(users)
+    if users is None:
+        users = np.arange(ds.n_users)
+        if 0 < cfg.users < ds.n_users:  # a fixed subset (same for every call), in user order
+            users = np.sort(np.random.default_rng(0).choice(ds.n_users, cfg.users, replace=False))
+    users = np.asarray(users)
     # users sorted by history length, so batches carry little padding; results go back in user order
     lens = np.minimum(ds.seq_lengths[users] - (1 if split == "test" else 2), ds.max_len)
     order = users[np.argsort(lens, kind="stable")]
     bs = max(1, min(cfg.batch_size, cfg.max_elements // max(ds.n_items, 1)))
     ranks = np.empty(ds.n_users, dtype=np.int64)
     for batch in eval_batches(ds, split, bs, order):
-        r = rank_batch(model, batch.to(device), ds.n_items, cfg.max_elements, cfg.mask_history)
+        hist = full_histories(ds, batch.users.numpy(), split).to(device) if cfg.mask_history else None
+        r = rank_batch(model, batch.to(device), ds.n_items, cfg.max_elements, cfg.mask_history, hist)
         ranks[batch.users.numpy()] = r.cpu().numpy()
     model.train(was_training)
     ranks = ranks[users]

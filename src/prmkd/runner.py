@@ -61,44 +61,59 @@ def train_run(cfg: RunConfig, ds: SeqDataset | None = None, log=print, restart: 
     """Train and test one model; returns (and writes) its results. A finished run is not redone."""
     ds = ds or prepare(cfg.data, log=log)
     out = Path(cfg.out) if cfg.out else default_out(cfg, ds.name)
-    fp = fingerprint(cfg, ds)
-    results_path = out / "results.json"
-    if results_path.exists() and not restart:
-        done = json.loads(results_path.read_text())
+    model = build_model(cfg.model, ds)
+    loss_fn, kd_info = _loss_for(cfg, ds, model)
+    return train_and_test(model, ds, train_cfg=cfg.train, eval_cfg=cfg.eval, out=out, name=run_name(cfg),
+                          role="distilled" if cfg.distill.teachers else "baseline", config=resolved(cfg),
+                          fp=fingerprint(cfg, ds), loss_fn=loss_fn, extra={"distill": kd_info} if kd_info else None,
+                          log=log, restart=restart)
+
+
+def finished(out: Path, fp: str) -> dict | None:
+    """The results of a finished run in `out` with fingerprint `fp`, else None."""
+    path = Path(out) / "results.json"
+    if path.exists():
+        done = json.loads(path.read_text())
         if done.get("fingerprint") == fp:
-            log(f"{out}: already finished (fingerprint {fp}); pass --restart to train again")
             return done
+    return None
+
+
+def train_and_test(model, ds: SeqDataset, *, train_cfg, eval_cfg, out: Path, name: str, role: str, config: dict,
+                   fp: str, loss_fn=None, extra: dict | None = None, log=print, restart: bool = False) -> dict:
+    """Fit `model`, evaluate its best weights on valid and test, write the run folder."""
+    from .train import default_loss
+
+    out = Path(out)
+    if not restart and (done := finished(out, fp)):
+        log(f"{out}: already finished (fingerprint {fp}); pass --restart to train again")
+        return done
     if restart:
         for f in ("checkpoint.pt", "best.pt", "results.json"):
             (out / f).unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "config.json", resolved(cfg))
-    model = build_model(cfg.model, ds)
-    loss_fn, kd_info = _loss_for(cfg, ds, model)
-    log(f"{run_name(cfg)} on {ds.name}: {count_parameters(model):,} parameters -> {out}")
+    write_json(out / "config.json", config)
+    log(f"{name} on {ds.name}: {count_parameters(model):,} parameters -> {out}")
     t0 = time.time()
-    fr = fit(model, ds, cfg.train, out, eval_cfg=cfg.eval, loss_fn=loss_fn, fingerprint=fp, log=log)
-    device = resolve_device(cfg.train.device)
+    fr = fit(model, ds, train_cfg, out, eval_cfg=eval_cfg, loss_fn=loss_fn or default_loss, fingerprint=fp, log=log)
+    device = resolve_device(train_cfg.device)
     t1 = time.perf_counter()
-    test = evaluate(model, ds, "test", cfg.eval, device)
+    test = evaluate(model, ds, "test", eval_cfg, device)
     test_seconds = time.perf_counter() - t1
-    valid = evaluate(model, ds, "valid", cfg.eval, device)
+    valid = evaluate(model, ds, "valid", eval_cfg, device)
     save_per_user(out / "per_user_test.npz", test, ds)
     save_per_user(out / "per_user_valid.npz", valid, ds)
     results = {
-        "name": run_name(cfg), "role": "distilled" if cfg.distill.teachers else "baseline",
-        "dataset": ds.name, "seed": cfg.train.seed, "config": resolved(cfg), "fingerprint": fp,
+        "name": name, "role": role, "dataset": ds.name, "seed": train_cfg.seed, "config": config, "fingerprint": fp,
         "metrics": {"valid": valid.metrics, "test": test.metrics},
         "timing": {"train_seconds": round(fr.train_seconds, 2), "epoch_seconds": round(fr.epoch_seconds, 3),
                    "best_epoch": fr.best_epoch, "epochs": fr.epochs_run,
                    "time_to_best_seconds": round(fr.time_to_best, 2), "test_eval_seconds": round(test_seconds, 3),
                    "wall_seconds_this_session": round(time.time() - t0, 2)},
         "stopped": fr.stopped, "parameters": count_parameters(model), "eval": test.settings,
-        "dataset_summary": ds.summary(), "environment": environment(), "history": fr.history,
+        "dataset_summary": ds.summary(), "environment": environment(), "history": fr.history, **(extra or {}),
     }
-    if kd_info:
-        results["distill"] = kd_info
-    write_json(results_path, results)
+    write_json(out / "results.json", results)
     (out / "checkpoint.pt").unlink(missing_ok=True)  # the finished run keeps best.pt only
     m = test.metrics
     log(f"test: recall@10 {m['recall@10']:.4f}  ndcg@10 {m['ndcg@10']:.4f}  (best epoch {fr.best_epoch}, "

@@ -60,16 +60,28 @@ def _save(path: Path, obj) -> None:
 
 
 def _rng_state(device) -> dict:
-    st = {"torch": torch.get_rng_state()}
+    import random
+
+    import numpy as np
+
+    st = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
     if device.type == "cuda":
         st["cuda"] = torch.cuda.get_rng_state(device)
     return st
 
 
 def _set_rng_state(st: dict, device) -> None:
-    torch.set_rng_state(st["torch"])
+    import random
+
+    import numpy as np
+
+    # RNG states must be CPU byte tensors; a checkpoint loaded with map_location="cuda" has moved them
+    torch.set_rng_state(st["torch"].cpu())
+    if "numpy" in st:
+        np.random.set_state(st["numpy"])
+        random.setstate(st["python"])
     if "cuda" in st and device.type == "cuda":
-        torch.cuda.set_rng_state(st["cuda"], device)
+        torch.cuda.set_rng_state(st["cuda"].cpu(), device)
 
 
 def fit(model: torch.nn.Module, ds: SeqDataset, cfg: TrainConfig, out_dir: Path, *,
@@ -106,12 +118,13 @@ def fit(model: torch.nn.Module, ds: SeqDataset, cfg: TrainConfig, out_dir: Path,
                           "rng": _rng_state(device), "fingerprint": fingerprint})
 
     show_bar = cfg.progress and sys.stderr.isatty()
-    stopped = "max epochs"
-    while state["epoch"] < cfg.epochs:
+    state.setdefault("stopped", "")  # why training ended; kept, so a resumed run does not train past it
+    state.setdefault("cur", {"loss": 0.0, "n": 0, "seconds": 0.0})  # the epoch in progress, across a resume
+    while state["epoch"] < cfg.epochs and not state["stopped"]:
         epoch = state["epoch"]
+        cur = state["cur"]
         model.train()
         t0 = time.perf_counter()
-        total, n = 0.0, 0
         bar = None
         if show_bar:
             from tqdm import tqdm
@@ -126,21 +139,23 @@ def fit(model: torch.nn.Module, ds: SeqDataset, cfg: TrainConfig, out_dir: Path,
             opt.step()
             if not math.isfinite(loss.item()):
                 raise FloatingPointError(f"loss became {float(loss)} at epoch {epoch}, step {step}")
-            total += loss.item()
-            n += 1
+            cur["loss"] += loss.item()
+            cur["n"] += 1
             state["step"] = step + 1
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss.item():.4f}")
             if cfg.checkpoint_every and state["step"] % cfg.checkpoint_every == 0 and state["step"] < len(batches):
-                state["elapsed"] += time.perf_counter() - t0
+                dt = time.perf_counter() - t0
+                state["elapsed"] += dt
+                cur["seconds"] += dt
                 t0 = time.perf_counter()
                 checkpoint()
         if bar is not None:
             bar.close()
-        train_sec = time.perf_counter() - t0
+        train_sec = cur["seconds"] + time.perf_counter() - t0  # the whole epoch, not since the last checkpoint
         state["epoch_train_seconds"].append(train_sec)
-        record = {"epoch": epoch, "loss": total / max(n, 1), "train_seconds": round(train_sec, 3)}
+        record = {"epoch": epoch, "loss": cur["loss"] / max(cur["n"], 1), "train_seconds": round(train_sec, 3)}
         if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
             t1 = time.perf_counter()
             res = evaluate(model, ds, "valid", eval_cfg, device)
@@ -158,17 +173,17 @@ def fit(model: torch.nn.Module, ds: SeqDataset, cfg: TrainConfig, out_dir: Path,
             state["elapsed"] += time.perf_counter() - t0
         state["history"].append(record)
         state["epoch"], state["step"] = epoch + 1, 0
-        checkpoint()
+        state["cur"] = {"loss": 0.0, "n": 0, "seconds": 0.0}
+        if state["bad"] >= cfg.patience and state["epoch"] >= cfg.min_epochs:
+            state["stopped"] = f"early stop (no better validation NDCG@10 for {cfg.patience} evaluations)"
+        elif cfg.max_minutes and state["elapsed"] > 60 * cfg.max_minutes:
+            state["stopped"] = f"time budget of {cfg.max_minutes} minutes"
+        checkpoint()  # after the stop decision, which it records
         v = record.get("valid", {}).get("ndcg@10")
         log(f"epoch {epoch:3d}  loss {record['loss']:.4f}  {train_sec:6.1f}s" +
             (f"  valid ndcg@10 {v:.4f}  recall@10 {record['valid']['recall@10']:.4f}" if v is not None else "") +
             ("  *" if state["best_epoch"] == epoch else ""))
-        if state["bad"] >= cfg.patience and state["epoch"] >= cfg.min_epochs:
-            stopped = f"early stop (no better validation NDCG@10 for {cfg.patience} evaluations)"
-            break
-        if cfg.max_minutes and state["elapsed"] > 60 * cfg.max_minutes:
-            stopped = f"time budget of {cfg.max_minutes} minutes"
-            break
+    stopped = state["stopped"] or "max epochs"
     if best_path.exists():
         model.load_state_dict(torch.load(best_path, map_location=device, weights_only=False)["model"])
     eps = state["epoch_train_seconds"]

@@ -228,9 +228,10 @@ def build(cfg: DataConfig, name: str | None = None) -> SeqDataset:
         seqs = kcore(seqs, cfg.kcore)
     short = [u for u, s in seqs.items() if len(s) < 3]
     if short:
-        raise DataError(raw.sources[0], f"{len(short)} users have fewer than 3 interactions (e.g. user '{short[0]}' "
-                                        f"with {len(seqs[short[0]])}); leave-one-out needs 3. Filter them with "
-                                        f"data.kcore = 3 (or more)")
+        where, line = raw.user_lines.get(short[0], (raw.sources[0], None))  # the user's first row
+        raise DataError(where, f"{len(short)} users have fewer than 3 interactions (e.g. user '{short[0]}' "
+                               f"with {len(seqs[short[0]])}, first seen here); leave-one-out needs 3. Filter them "
+                               f"with data.kcore = 3 (or more)", line)
     used = {it for s in seqs.values() for it in s}
     item_keys = list(raw.item_order) if raw.presplit else [k for k in raw.item_order if k in used]
     item_index = {k: i for i, k in enumerate(item_keys, 1)}
@@ -305,6 +306,7 @@ def prepare(cfg: DataConfig, log=print) -> SeqDataset:
     ds = build(cfg, name)
     ds.meta.update({"input_fingerprint": key, "config": to_dict(cfg), "prepared_seconds": round(time.time() - t0, 2)})
     save_prepared(ds, folder)
+    ds.meta["folder"] = str(folder)  # as `load_prepared` sets it, so a first prepare reports it too
     if log:
         s = ds.summary()
         log(f"prepared {name}: {s['users']} users, {s['items']} items, {s['interactions']} interactions "
@@ -336,4 +338,28 @@ def load_prepared(folder: Path) -> SeqDataset:
     ds = SeqDataset(meta["name"], items["item_keys"], items["user_keys"], arr["seq_items"], arr["seq_offsets"],
                     items["item_fields"], items["item_text"], feats, meta["max_len"], meta)
     ds.meta["folder"] = str(folder)
+    return ds
+
+
+def concat_datasets(parts: list[SeqDataset]) -> SeqDataset:
+    """Several domains as one dataset with disjoint id ranges (items of part k follow those of part k-1).
+
+    Used for multi-domain pre-training: a batch may then mix domains, and in-batch negatives cross them.
+    Per-item features are not carried (each domain's model inputs are concatenated by the caller).
+    """
+    if len(parts) == 1:
+        return parts[0]
+    item_off = np.cumsum([0] + [p.n_items for p in parts])
+    seqs = [p.seq_items + item_off[k] for k, p in enumerate(parts)]
+    lens = np.concatenate([p.seq_lengths for p in parts])
+    fields = sorted({f for p in parts for f in p.item_fields})
+    item_fields = {f: [""] + [t for p in parts for t in p.item_fields.get(f, [""] * (p.n_items + 1))[1:]]
+                   for f in fields}
+    ds = SeqDataset("+".join(p.name for p in parts),
+                    [f"{p.name}:{k}" for p in parts for k in p.item_keys],
+                    [f"{p.name}:{u}" for p in parts for u in p.user_keys],
+                    np.concatenate(seqs), np.concatenate([[0], np.cumsum(lens)]).astype(np.int64),
+                    item_fields, [""] + [t for p in parts for t in p.item_text[1:]], {},
+                    max(p.max_len for p in parts), {"parts": [p.fingerprint for p in parts]})
+    ds.meta["fingerprint"] = split_fingerprint(ds)
     return ds

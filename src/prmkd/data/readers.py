@@ -39,6 +39,7 @@ class RawData:
     text_ready: dict[str, str] = field(default_factory=dict)  # item -> already assembled text, if given
     sources: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    user_lines: dict[str, tuple[str, int]] = field(default_factory=dict)  # user -> (file, line) of its first row
 
 
 def open_text(path: Path):
@@ -104,7 +105,8 @@ def _read_index(path: Path) -> dict[int, str]:
     return out
 
 
-def _read_seq_file(path: Path, n_known_items: int | None, item_table: str) -> list[tuple[int, list[int], int]]:
+def _read_seq_file(path: Path, n_known_items: int | None, item_table: str) -> list[tuple[int, list[int], int, int]]:
+    """(user, history, item, line) rows of a `user_id, item_id_list, item_id` file."""
     rows = []
     with open_text(path) as f:
         first = f.readline()
@@ -123,7 +125,7 @@ def _read_seq_file(path: Path, n_known_items: int | None, item_table: str) -> li
                     if not 0 <= it < n_known_items:
                         raise DataError(path, f"item {it} is not in the item table {item_table} "
                                               f"({n_known_items} items, ids 0..{n_known_items - 1})", lineno)
-            rows.append((user, hist, item))
+            rows.append((user, hist, item, lineno))
     if not rows:
         raise DataError(path, "file has a header but no interactions")
     return rows
@@ -180,6 +182,7 @@ def read_unisrec(folder: Path, name: str = "") -> RawData:
     keys = _read_index(index_p) if index_p else None
     items: dict[str, dict[str, str]] = {}
     text_ready: dict[str, str] = {}
+    lines: dict[str, int] = {}  # item key -> its line in the item table
     if text_p is not None:
         with open_text(text_p) as f:
             cols = _header(text_p, f.readline(), {"id": "item_id", "text": "text"})
@@ -190,6 +193,7 @@ def read_unisrec(folder: Path, name: str = "") -> RawData:
                 if len(parts) <= max(cols.values()):
                     raise DataError(text_p, "expected 'item_id<TAB>text'", lineno)
                 key, text = parts[cols["id"]], parts[cols["text"]]
+                lines[key] = lineno
                 text_ready[key] = text
                 items[key] = split_unisrec_text(text)
     elif item_p is not None:
@@ -205,13 +209,18 @@ def read_unisrec(folder: Path, name: str = "") -> RawData:
                     continue
                 parts = line.rstrip("\r\n").split("\t")
                 row = dict(zip(names, parts))
-                _int(item_p, lineno, row["item_id"], "item_id")
-                key = keys[int(row["item_id"])] if keys else row["item_id"]
+                iid = _int(item_p, lineno, row["item_id"], "item_id")
+                if keys is not None and iid not in keys:
+                    raise DataError(item_p, f"item_id {iid} is not in the index {index_p.name}", lineno)
+                key = keys[iid] if keys else row["item_id"]
+                lines[key] = lineno
                 items[key] = {k: v for k, v in row.items() if k != "item_id"}
     else:
         raise DataError(folder, f"expected an item table '{name}.text' or '{name}.item'")
 
     if keys is None:  # ids are the integers themselves
+        for k in items:
+            _int(text_p or item_p, lines[k], k, f"item_id (there is no '{name}.item2index' to map it)")
         n_items = max(int(k) for k in items) + 1 if items else 0
         keys = {i: str(i) for i in range(n_items)}
     item_table = (text_p or item_p).name
@@ -220,22 +229,25 @@ def read_unisrec(folder: Path, name: str = "") -> RawData:
         raise DataError(text_p or item_p, f"{len(missing)} items of the index have no row here, e.g. '{missing[0]}'")
 
     test_rows = _read_seq_file(test_p, len(keys), item_table)
-    valid_rows = {u: (h, i) for u, h, i in _read_seq_file(valid_p, len(keys), item_table)} if valid_p else {}
+    valid_rows = {u: (h, i) for u, h, i, _ in _read_seq_file(valid_p, len(keys), item_table)} if valid_p else {}
     train_rows: dict[int, list] = {}
     if train_p:
-        for u, h, i in _read_seq_file(train_p, len(keys), item_table):
+        for u, h, i, _ in _read_seq_file(train_p, len(keys), item_table):
             train_rows.setdefault(u, []).append((h, i))
     users = _read_index(user_index_p) if user_index_p else None
     sequences: dict[str, list[str]] = {}
-    for u, hist, item in test_rows:
+    user_lines: dict[str, tuple[str, int]] = {}
+    for u, hist, item, lineno in test_rows:
         train = _chain_train(train_p, u, train_rows[u]) if u in train_rows else None
         full = _join_sequence(test_p, u, train, valid_rows.get(u, (None, None)), (hist, item))
         ukey = users.get(u, str(u)) if users else str(u)
         sequences[ukey] = [keys[i] for i in full]
+        user_lines[ukey] = (str(test_p), lineno)
     order = [keys[i] for i in sorted(keys)]
     notes = [] if valid_p else ["no .valid.inter: validation item = second-to-last item of the test history"]
     srcs = [str(p) for p in (train_p, test_p, valid_p, index_p, text_p, item_p, user_index_p) if p]
-    return RawData(sequences, items, order, presplit=True, text_ready=text_ready, sources=srcs, notes=notes)
+    return RawData(sequences, items, order, presplit=True, text_ready=text_ready, sources=srcs, notes=notes,
+                   user_lines=user_lines)
 
 
 def split_unisrec_text(text: str) -> dict[str, str]:
@@ -295,13 +307,14 @@ def read_recbole(folder: Path, name: str = "") -> RawData:
     if item_p is not None:
         with open_text(item_p) as f:
             header = f.readline()
+            _header(item_p, header, {"id": "item_id"})
             names = [c.split(":")[0] for c in header.rstrip("\r\n").split("\t")]
-            if "item_id" not in names:
-                raise DataError(item_p, f"missing column 'item_id' in header (found: {', '.join(names)})", 1)
+            first: dict[str, int] = {}
             for lineno, line in enumerate(f, 2):
                 if not line.strip():
                     continue
                 row = dict(zip(names, line.rstrip("\r\n").split("\t")))
+                _unique(item_p, first, row["item_id"], lineno)
                 fields = {k: v for k, v in row.items() if k != "item_id"}
                 # RecBole's MovieLens names: movie_title -> title, class -> categories
                 if "movie_title" in fields:
@@ -318,10 +331,12 @@ def read_recbole(folder: Path, name: str = "") -> RawData:
 def _events_to_raw(events, items, order, inter_p, item_p, strict_items: bool) -> RawData:
     """Group (user, item, time, line) events into chronological sequences (ties keep file order)."""
     seqs: dict[str, list[tuple[float, int, str]]] = {}
+    user_lines: dict[str, tuple[str, int]] = {}
     for user, item, ts, lineno in events:
         if strict_items and item not in items:
             raise DataError(inter_p, f"item '{item}' is not in the item table {item_p}", lineno)
         seqs.setdefault(user, []).append((ts, lineno, item))
+        user_lines.setdefault(user, (str(inter_p), lineno))
     sequences = {u: [it for _, _, it in sorted(evs)] for u, evs in seqs.items()}
     if not items:  # no item table: items in order of first appearance, no text
         seen: dict[str, None] = {}
@@ -329,7 +344,14 @@ def _events_to_raw(events, items, order, inter_p, item_p, strict_items: bool) ->
             seen.setdefault(item, None)
         order = list(seen)
         items = {i: {} for i in order}
-    return RawData(sequences, items, order)
+    return RawData(sequences, items, order, user_lines=user_lines)
+
+
+def _unique(path: Path, first: dict[str, int], item: str, lineno: int) -> None:
+    """An item table lists each item once (a second row would give one item two internal ids)."""
+    if item in first:
+        raise DataError(path, f"item '{item}' is listed twice (first on line {first[item]})", lineno)
+    first[item] = lineno
 
 
 # --------------------------------------------------------------------------------------------------
@@ -391,8 +413,10 @@ def read_table(inter_path: Path, item_path: Path | None, user_col: str, item_col
     items: dict[str, dict[str, str]] = {}
     order: list[str] = []
     if item_path:
-        irows, _ = _read_table(item_path, [item_col])
-        for r in irows:
+        irows, ilines = _read_table(item_path, [item_col])
+        first: dict[str, int] = {}
+        for r, ln in zip(irows, ilines):
+            _unique(Path(item_path), first, r[item_col], ln)
             items[r[item_col]] = {k: v for k, v in r.items() if k != item_col}
             order.append(r[item_col])
     raw = _events_to_raw(events, items, order, Path(inter_path), item_path, strict_items=bool(item_path))

@@ -1,0 +1,267 @@
+"""The ID + text (+ image) sequence teacher behind the UniSRec- and UniM2Rec-style families.
+
+Item representation: each modality's frozen feature vector (MiniLM text embedding, image vector) goes
+through a mixture-of-experts adaptor of parametric-whitening experts; modalities are fused by a learned
+per-item gate (a missing modality is replaced by a learned "missing" vector); in the transductive mode an
+item-ID embedding is added. Behaviour model: a SASRec transformer. Score: cosine / temperature,
+cross-entropy over all items (fine-tuning) or over the batch's items (pre-training, in-batch negatives).
+
+Item representations depend only on the item, so they are computed once per step for the items needed
+(the catalogue when fine-tuning, the batch's items when pre-training) and indexed, never per position.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..data.batches import EvalBatch, SeqBatch
+from ..data.dataset import SeqDataset
+from ..errors import PrmkdError
+from ..models.base import Encoded, Recommender, flatten_positions, init_weights
+from ..models.transformer import Encoder
+
+
+@dataclass
+class TextSeqConfig:
+    hidden_size: int = 128
+    layers: int = 2
+    heads: int = 2
+    inner_size: int = 256
+    dropout: float = 0.5
+    attn_dropout: float = 0.5
+    experts: int = 8
+    adaptor_dropout: float = 0.2
+    modalities: list[str] = field(default_factory=lambda: ["text"])  # "text" and/or a feature name ("image")
+    id_embedding: bool = True  # transductive mode (text + ID); False = inductive (text only)
+    temperature: float = 0.07
+    loss: str = "full"  # full (CE over all items) | in_batch (CE over the batch's distinct target items)
+    freeze_transformer: bool = False  # fine-tuning: train only the adaptors (+ ID, fusion), as UniSRec does
+    plm_max_tokens: int = 128
+    feature_dims: dict = field(default_factory=lambda: {"image": 512})  # input sizes of non-text modalities
+
+
+class MoEAdaptor(nn.Module):
+    """k parametric-whitening experts W_k (dropout(x) - b_k), mixed by a softmax gate (noisy while
+    training, noise scale softplus(x W_noise)); W_gate and W_noise start at zero, so gates start uniform."""
+
+    def __init__(self, d_in: int, d_out: int, experts: int, dropout: float):
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(experts, d_in))  # b_k
+        self.weight = nn.Parameter(torch.empty(experts, d_in, d_out))  # W_k
+        nn.init.normal_(self.weight, 0.0, 0.02)
+        self.w_gate = nn.Parameter(torch.zeros(d_in, experts))
+        self.w_noise = nn.Parameter(torch.zeros(d_in, experts))
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(n, d_in) -> (n, d_out)."""
+        logits = x @ self.w_gate  # (n, k)
+        if self.training:
+            logits = logits + torch.randn_like(logits) * F.softplus(x @ self.w_noise)
+        gate = logits.softmax(-1)  # (n, k)
+        xe = self.drop(x)[:, None, :] - self.bias[None]  # (n, k, d_in)
+        experts = torch.einsum("nki,kio->nko", xe, self.weight)  # (n, k, d_out)
+        return (gate[:, :, None] * experts).sum(1)
+
+
+class DomainInputs(nn.Module):
+    """One domain's frozen per-item inputs: a feature matrix and a presence mask per modality."""
+
+    def __init__(self, feats: dict[str, tuple[np.ndarray, np.ndarray]]):
+        super().__init__()
+        self.names = list(feats)
+        for k, (x, has) in feats.items():
+            self.register_buffer(f"x_{k}", torch.as_tensor(x, dtype=torch.float32), persistent=False)
+            self.register_buffer(f"has_{k}", torch.as_tensor(has, dtype=torch.bool), persistent=False)
+
+    def get(self, name: str, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return getattr(self, f"x_{name}")[items], getattr(self, f"has_{name}")[items]
+
+
+def domain_features(ds: SeqDataset, modalities: list[str], text_emb: np.ndarray | None) -> dict:
+    """The per-item inputs this teacher needs from a dataset; a missing modality is a clear error
+    for the target (all-missing is allowed only for source domains, see `source_features`)."""
+    out = {}
+    for m in modalities:
+        if m == "text":
+            has = np.array([bool(t) for t in ds.item_text])
+            out["text"] = (text_emb, has)
+        elif m in ds.features:
+            out[m] = ds.features[m]
+        else:
+            raise PrmkdError(f"dataset {ds.name} has no '{m}' item features, which this teacher needs "
+                             f"(configure data.features with name = '{m}'; available: "
+                             f"{', '.join(ds.features) or 'none'})")
+    return out
+
+
+def source_features(ds: SeqDataset, modalities: list[str], text_emb: np.ndarray, dims: dict[str, int]) -> dict:
+    """Source domains may lack a modality entirely (Games has no images): it is then all-missing."""
+    out = {}
+    for m in modalities:
+        if m == "text" or m in ds.features:
+            out.update(domain_features(ds, [m], text_emb))
+        else:
+            out[m] = (np.zeros((ds.n_items + 1, dims[m]), dtype=np.float32), np.zeros(ds.n_items + 1, dtype=bool))
+    return out
+
+
+class TextSeqTeacher(Recommender):
+    def __init__(self, cfg: TextSeqConfig, n_items: int, max_len: int, feats: dict[str, tuple]):
+        super().__init__()
+        self.cfg, self.n_items, self.max_len = cfg, n_items, max_len
+        d = cfg.hidden_size
+        self.inputs = DomainInputs(feats)
+        self.adaptors = nn.ModuleDict({m: MoEAdaptor(feats[m][0].shape[1], d, cfg.experts, cfg.adaptor_dropout)
+                                       for m in cfg.modalities})
+        self.missing = nn.ParameterDict({m: nn.Parameter(torch.zeros(d)) for m in cfg.modalities})
+        self.fusion_gate = nn.Linear(d, 1) if len(cfg.modalities) > 1 else None
+        self.id_emb = nn.Embedding(n_items + 1, d, padding_idx=0) if cfg.id_embedding else None
+        self.pos_emb = nn.Embedding(max_len, d)
+        self.ln = nn.LayerNorm(d, eps=1e-12)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.encoder = Encoder(d, cfg.layers, cfg.heads, cfg.inner_size, cfg.dropout, cfg.attn_dropout)
+        init_weights(self.encoder)
+        init_weights(self.pos_emb)
+        if self.id_emb is not None:
+            init_weights(self.id_emb)
+        self._table: torch.Tensor | None = None  # item table cached while in eval mode
+
+    # ---- item side
+    def item_reps(self, items: torch.Tensor) -> torch.Tensor:
+        """(n,) item ids -> (n, d) fused item representations (padding rows are zero)."""
+        per_mod = []
+        for m in self.cfg.modalities:
+            x, has = self.inputs.get(m, items)
+            z = self.adaptors[m](x)  # (n, d)
+            per_mod.append(torch.where(has[:, None], z, self.missing[m].expand_as(z)))
+        if self.fusion_gate is None:
+            e = per_mod[0]
+        else:
+            z = torch.stack(per_mod, 1)  # (n, M, d)
+            w = self.fusion_gate(torch.tanh(z)).softmax(1)  # (n, M, 1) attention over modalities
+            e = (w * z).sum(1)
+        if self.id_emb is not None:
+            e = e + self.id_emb(items)
+        return e * (items > 0)[:, None]
+
+    def item_table(self) -> torch.Tensor:
+        if self._table is None or self.training:
+            table = self.item_reps(torch.arange(self.n_items + 1, device=self.pos_emb.weight.device))
+            if self.training:
+                return table
+            self._table = table
+        return self._table
+
+    def train(self, mode: bool = True):
+        self._table = None  # parameters may change: never serve a stale table
+        return super().train(mode)
+
+    # ---- sequence side
+    def hidden(self, table_rows: torch.Tensor) -> torch.Tensor:
+        """(B, T, d) item representations of right-padded histories -> (B, T, d) causal states."""
+        pos = torch.arange(table_rows.shape[1], device=table_rows.device)
+        h = self.drop(self.ln(table_rows + self.pos_emb(pos)[None]))
+        return self.encoder(h, causal=True)
+
+    def encode(self, batch: SeqBatch) -> Encoded:
+        if self.cfg.loss == "in_batch":  # only the batch's items are needed
+            uniq, inv = torch.unique(torch.cat([batch.items.flatten(), batch.targets.flatten()]), return_inverse=True)
+            reps = self.item_reps(uniq)  # (U, d)
+            n = batch.items.numel()
+            rows = reps[inv[:n]].view(*batch.items.shape, -1)
+            enc = flatten_positions(self.hidden(rows), batch)
+            enc.extra = (uniq, reps)
+            return enc
+        table = self.item_table()  # (n_items + 1, d)
+        enc = flatten_positions(self.hidden(table[batch.items]), batch)
+        enc.extra = (None, table)
+        return enc
+
+    def own_loss(self, enc: Encoded) -> torch.Tensor:
+        uniq, reps = enc.extra
+        if uniq is None:  # all items
+            logits = self._cos(enc.reps, reps[1:])
+            return F.cross_entropy(logits, enc.targets - 1)
+        cand = torch.unique(enc.targets)  # in-batch candidates: distinct targets (sorted)
+        pos = torch.searchsorted(uniq, cand)
+        logits = self._cos(enc.reps, reps[pos])  # (N, C)
+        return F.cross_entropy(logits, torch.searchsorted(cand, enc.targets))
+
+    def _cos(self, u: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+        return F.normalize(u, dim=-1) @ F.normalize(e, dim=-1).T / self.cfg.temperature
+
+    def candidate_scores(self, enc: Encoded, candidates: torch.Tensor) -> torch.Tensor:
+        return self._cos(enc.reps, self.item_reps(candidates))
+
+    def eval_state(self, batch: EvalBatch) -> torch.Tensor:
+        h = self.hidden(self.item_table()[batch.items])
+        return h[torch.arange(len(h), device=h.device), batch.lengths - 1]
+
+    def score_items(self, state: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
+        return self._cos(state, self.item_table()[lo:hi])
+
+    # ---- transfer
+    def shared_state(self) -> dict:
+        """Parameters that carry across domains: adaptors, missing vectors, fusion, transformer, positions."""
+        return {k: v for k, v in self.state_dict().items() if not k.startswith("id_emb.")}
+
+    def freeze_behaviour_model(self) -> None:
+        for mod in (self.encoder, self.pos_emb, self.ln):
+            for p in mod.parameters():
+                p.requires_grad_(False)
+
+
+# --------------------------------------------------------------------------------------------------
+# building, pre-training and transfer (shared by the UniSRec- and UniM2Rec-style family modules)
+
+
+def build(cfg: TextSeqConfig, ds: SeqDataset, cache_dir) -> TextSeqTeacher:
+    from .plm import item_text_embeddings
+
+    text = item_text_embeddings(ds, cache_dir, cfg.plm_max_tokens) if "text" in cfg.modalities else None
+    return TextSeqTeacher(cfg, ds.n_items, ds.max_len, domain_features(ds, cfg.modalities, text))
+
+
+def pretrain(cfg: TextSeqConfig, sources: list[SeqDataset], train_cfg, out_dir, cache_dir, log=print):
+    """Pre-train the domain-shared parts on the source domains (no item IDs; in-batch negatives across
+    domains), early-stopped on the sources' validation split; returns the path of the shared weights."""
+    from dataclasses import replace
+    from pathlib import Path
+
+    from ..config import EvalConfig
+    from ..data.dataset import concat_datasets
+    from ..train import fit
+    from .plm import item_text_embeddings
+
+    out_dir = Path(out_dir)
+    multi = concat_datasets(sources)
+    feats: dict[str, list] = {m: [] for m in cfg.modalities}
+    for ds in sources:
+        text = item_text_embeddings(ds, cache_dir, cfg.plm_max_tokens) if "text" in cfg.modalities else None
+        for m, (x, has) in source_features(ds, cfg.modalities, text, cfg.feature_dims).items():
+            feats[m].append((x if not feats[m] else x[1:], has if not feats[m] else has[1:]))
+    merged = {m: (np.concatenate([x for x, _ in v]), np.concatenate([h for _, h in v])) for m, v in feats.items()}
+    pcfg = replace(cfg, loss="in_batch", id_embedding=False, freeze_transformer=False)
+    model = TextSeqTeacher(pcfg, multi.n_items, multi.max_len, merged)
+    fit(model, multi, train_cfg, out_dir, eval_cfg=EvalConfig(users=min(multi.n_users, 5000)),
+        fingerprint=f"pretrain-{multi.fingerprint}-{pcfg}-{train_cfg}", log=log)
+    path = out_dir / "shared.pt"
+    torch.save(model.shared_state(), path)
+    return path
+
+
+def load_pretrained(model: TextSeqTeacher, path) -> None:
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    bad = [k for k in missing if not k.startswith("id_emb.")] + list(unexpected)
+    if bad:
+        raise PrmkdError(f"{path}: pre-trained weights do not fit this teacher (e.g. '{bad[0]}'); "
+                         f"were they made with other modalities or sizes?")
+    if model.cfg.freeze_transformer:
+        model.freeze_behaviour_model()

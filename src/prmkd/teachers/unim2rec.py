@@ -1,0 +1,17 @@
+"""UniM2Rec-style teacher (ID + text + image): text and image item embeddings, each through its own
+mixture-of-experts adaptor, fused by a learned per-item attention over modalities (an item without an
+image uses a learned missing-modality vector), plus an item ID embedding, on a SASRec transformer;
+cosine / temperature; cross-entropy. A target dataset without image features is refused with a clear error."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .textseq import TextSeqConfig, build, load_pretrained, pretrain  # noqa: F401  (the family interface)
+
+SIMILARITY = "cos"
+
+
+@dataclass
+class Config(TextSeqConfig):
+    modalities: list[str] = field(default_factory=lambda: ["text", "image"])

@@ -1,0 +1,16 @@
+"""UniSRec-style teacher (ID + text): frozen MiniLM text embeddings -> parametric whitening +
+mixture-of-experts adaptor (+ item ID embedding in the transductive mode) -> SASRec transformer;
+cosine / 0.07; cross-entropy. Pre-trained on source domains, then fine-tuned on the target."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .textseq import TextSeqConfig, build, load_pretrained, pretrain  # noqa: F401  (the family interface)
+
+SIMILARITY = "cos"
+
+
+@dataclass
+class Config(TextSeqConfig):
+    modalities: list[str] = field(default_factory=lambda: ["text"])

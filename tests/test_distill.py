@@ -1,0 +1,206 @@
+"""PRM-KD's pieces on cases worked by hand, and end to end on a fixture with a known answer."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from prmkd.config import DistillConfig, EvalConfig, TrainConfig
+from prmkd.data.dataset import SeqDataset, split_fingerprint
+from prmkd.distill import kd
+from prmkd.distill.trainer import default_weights, make_kd_loss
+from prmkd.evaluate import evaluate
+from prmkd.models.sasrec import SASRec, SASRecConfig
+from prmkd.teachers.cache import TeacherCache, write_cache
+from prmkd.train import fit
+
+
+# ---------------------------------------------------------------------------------------------- Eq. 1-6
+
+
+def test_candidate_set_in_batch_unique_and_all():
+    cands, pos = kd.candidate_set(torch.tensor([5, 3, 5, 7]))
+    assert cands.tolist() == [3, 5, 7]
+    assert pos.tolist() == [1, 0, 1, 2]  # each instance's own target column
+    cands, pos = kd.candidate_set(torch.tensor([5, 3, 5]), unique=False)
+    assert cands.tolist() == [5, 3, 5] and pos.tolist() == [0, 1, 2]
+    cands, pos = kd.candidate_set(torch.tensor([2, 4]), mode="all", n_items=4)
+    assert cands.tolist() == [1, 2, 3, 4] and pos.tolist() == [1, 3]
+
+
+def test_teacher_probs_eq1_by_hand():
+    logits = torch.tensor([[0.0, math.log(3.0)]])
+    assert torch.allclose(kd.teacher_probs(logits, 1.0), torch.tensor([[0.25, 0.75]]))
+    # tau = 0.5 doubles the logits: exp(2 ln 3) = 9 -> [1/10, 9/10]
+    assert torch.allclose(kd.teacher_probs(logits, 0.5), torch.tensor([[0.1, 0.9]]))
+
+
+def test_normalizations_by_hand():
+    s = torch.tensor([[[0.2, 0.5, 0.3]]])  # (K=1, N=1, C=3)
+    assert torch.equal(kd.normalize(s, "softmax"), s)
+    assert torch.allclose(kd.normalize(s, "minmax"), torch.tensor([[[0.0, 1.0, 1 / 3]]]))
+    assert torch.allclose(kd.normalize(s, "rank"), torch.tensor([[[0.0, 1.0, 0.5]]]))
+    for m in ("softmax", "minmax", "rank"):
+        assert (kd.normalize(torch.rand(3, 5, 7).softmax(-1), m) >= 0).all()
+
+
+# the worked example: three teachers, one instance, two candidates
+S_TILDE = torch.tensor([[[0.9, 0.1]], [[0.8, 0.2]], [[0.1, 0.9]]])  # (K=3, N=1, C=2)
+W = torch.tensor([0.5, 0.3, 0.2])
+
+
+def test_consistency_eq2_by_hand():
+    conf = kd.consistency(S_TILDE)[:, 0]
+    # conf_1 = (0.1^2 + 0.1^2) + (0.8^2 + 0.8^2) = 1.30; conf_2 = 0.02 + 0.98 = 1.00; conf_3 = 1.28 + 0.98 = 2.26
+    assert torch.allclose(conf, torch.tensor([1.30, 1.00, 2.26]))
+
+
+def test_epsilon_rule_drops_the_least_consistent_teacher():
+    conf = kd.consistency(S_TILDE)
+    fired = kd.adjusted_weights(conf, W, epsilon=0.5)[:, 0]
+    assert torch.allclose(fired, torch.tensor([0.6, 0.4, 0.0]))  # teacher 3 out, its 0.2 shared equally
+    kept = kd.adjusted_weights(conf, W, epsilon=3.0)[:, 0]  # every conf < 3: default weights
+    assert torch.allclose(kept, W)
+    q, _ = kd.fused_targets(torch.log(S_TILDE), W, tau=1.0, epsilon=0.5)
+    assert torch.allclose(q[0], torch.tensor([0.86, 0.14]))  # 0.6 * [.9, .1] + 0.4 * [.8, .2]
+
+
+def test_weights_sum_to_one_per_instance():
+    g = torch.Generator().manual_seed(0)
+    for K in (1, 2, 3, 5):
+        logits = torch.randn(K, 64, 9, generator=g)
+        w = torch.rand(K, generator=g) + 0.1
+        for fusion in ("consistency", "average"):
+            for eps in (0.0, 0.05, 10.0):
+                q, weights = kd.fused_targets(logits, w, tau=0.7, epsilon=eps, fusion=fusion)
+                assert torch.allclose(weights.sum(0), torch.ones(64), atol=1e-6)
+                assert torch.allclose(q.sum(-1), torch.ones(64), atol=1e-6)
+                assert (q >= 0).all()
+
+
+def test_two_teachers_keep_default_weights():
+    # conf is symmetric with two teachers: no single one disagrees, so the rule never drops
+    conf = kd.consistency(torch.rand(2, 10, 4).softmax(-1))
+    assert torch.allclose(kd.adjusted_weights(conf, torch.tensor([0.7, 0.3]), 0.0),
+                          torch.tensor([[0.7], [0.3]]).expand(2, 10))
+
+
+def test_one_teacher_reduces_to_plain_in_batch_kd():
+    logits = torch.randn(1, 8, 5)
+    q, _ = kd.fused_targets(logits, torch.ones(1), tau=0.5, epsilon=0.0)
+    assert torch.allclose(q, torch.softmax(logits[0] / 0.5, -1), atol=1e-6)
+
+
+def test_kl_zero_when_student_equals_target_and_positive_otherwise():
+    q = torch.tensor([[0.1, 0.6, 0.3], [0.25, 0.25, 0.5]])
+    for direction in ("reverse", "forward"):
+        assert kd.kd_loss(q.log(), q, direction).abs() < 1e-7
+        assert kd.kd_loss(torch.zeros(2, 3), q, direction) > 1e-3
+
+
+def test_reverse_kl_matches_the_paper_formula():
+    p_logits = torch.tensor([[1.0, 0.0, -1.0]])
+    q = torch.tensor([[0.2, 0.3, 0.5]])
+    p = torch.softmax(p_logits, -1)
+    expected = (p * (p / q).log()).sum()
+    assert torch.allclose(kd.kd_loss(p_logits, q, "reverse"), expected)
+    assert torch.allclose(kd.kd_loss(p_logits, q, "forward"), (q * (q / p).log()).sum())
+
+
+# ---------------------------------------------------------------------------------------------- end to end
+
+
+def cyclic_dataset(n_items=12, n_users=96, seed=0) -> SeqDataset:
+    """Users walk the items in a cycle: the next item is always prev % n_items + 1. Lengths 5..14 with
+    max_len 10, so every position a test history uses is also trained."""
+    rng = np.random.default_rng(seed)
+    seqs = []
+    for _ in range(n_users):
+        start, length = rng.integers(1, n_items + 1), rng.integers(5, 15)
+        seqs.append([(start - 1 + t) % n_items + 1 for t in range(length)])
+    lens = [len(s) for s in seqs]
+    ds = SeqDataset("cyclic", [f"i{i}" for i in range(1, n_items + 1)], [f"u{u}" for u in range(n_users)],
+                    np.array([x for s in seqs for x in s], dtype=np.int64),
+                    np.concatenate([[0], np.cumsum(lens)]).astype(np.int64),
+                    {}, [""] * (n_items + 1), {}, max_len=10, meta={})
+    ds.meta["fingerprint"] = split_fingerprint(ds)
+    return ds
+
+
+def oracle_cache(ds: SeqDataset, folder, shift: int, name: str):
+    """A teacher whose every instance representation points at the item `shift` steps after the last one."""
+    n = ds.n_items
+    items = np.eye(n + 1, dtype=np.float32)
+    last_u, last_i, inst = ds.train_pairs()  # targets of training instances; the item before is target - 1
+    prev = (last_i - 2) % n + 1
+    rows = np.zeros((ds.n_train_instances, n + 1), dtype=np.float32)
+    rows[np.arange(len(prev)), (prev - 1 + shift) % n + 1] = 5.0
+    split_rows = {}
+    for split, cut in (("valid", 2), ("test", 1)):
+        last = ds.seq_items[ds.seq_offsets[1:] - cut - 1]
+        r = np.zeros((ds.n_users, n + 1), dtype=np.float32)
+        r[np.arange(ds.n_users), (last - 1 + shift) % n + 1] = 5.0
+        split_rows[split] = r
+    return write_cache(folder, name=name, family="oracle", items=items, train=rows, ds=ds,
+                       metrics={"valid": {"ndcg@10": 1.0}}, **split_rows)
+
+
+def test_cache_refuses_another_dataset(tmp_path):
+    ds = cyclic_dataset()
+    oracle_cache(ds, tmp_path / "c", 1, "oracle")
+    other = cyclic_dataset(seed=1)
+    from prmkd.errors import CacheMismatchError
+
+    with pytest.raises(CacheMismatchError, match="made for dataset"):
+        TeacherCache(tmp_path / "c", other)
+
+
+def _distil(ds, caches, kd_weight, tmp_path, epochs=40):
+    torch.manual_seed(0)
+    model = SASRec(SASRecConfig(hidden_size=32, dropout=0.0, attn_dropout=0.0), ds.n_items, ds.max_len)
+    loss_fn, info = make_kd_loss(DistillConfig(teachers=[str(c) for c in caches], kd_weight=kd_weight,
+                                               temperature=1.0), ds, model)
+    fit(model, ds, TrainConfig(epochs=epochs, batch_size=64, lr=5e-3, patience=epochs, progress=False), tmp_path,
+        loss_fn=loss_fn, log=lambda m: None)
+    return model, info
+
+
+def test_student_follows_a_teacher_that_knows_the_next_item(tmp_path):
+    ds = cyclic_dataset()
+    # this teacher says the next item is two steps ahead, which the training labels never say: a student
+    # that ranks that item first can only have learnt it from the teacher
+    cache = oracle_cache(ds, tmp_path / "ahead2", shift=2, name="ahead2")
+    model, info = _distil(ds, [cache], kd_weight=50.0, tmp_path=tmp_path / "run")
+    model.eval()
+    from prmkd.data.batches import eval_batches
+
+    batch = next(eval_batches(ds, "test", ds.n_users))
+    top1 = model.full_scores(batch).argmax(1)
+    last = batch.items[torch.arange(ds.n_users), batch.lengths - 1]
+    expected = (last - 1 + 2) % ds.n_items + 1
+    assert (top1 == expected).float().mean() > 0.9
+    assert info["stats"]["batches"] > 0 and info["weights"] == [1.0]
+
+
+def test_perfect_teacher_student_ranks_target_first(tmp_path):
+    ds = cyclic_dataset()
+    cache = oracle_cache(ds, tmp_path / "oracle", shift=1, name="oracle")
+    model, _ = _distil(ds, [cache], kd_weight=50.0, tmp_path=tmp_path / "run")
+    res = evaluate(model, ds, "test", EvalConfig(ks=[1, 10]))
+    assert res.metrics["recall@1"] > 0.9
+
+
+def test_default_weights_from_validation_ndcg(tmp_path):
+    ds = cyclic_dataset()
+    a = oracle_cache(ds, tmp_path / "a", 1, "a")
+    b = oracle_cache(ds, tmp_path / "b", 2, "b")
+    import json
+
+    m = json.loads((b / "manifest.json").read_text())
+    m["metrics"]["valid"]["ndcg@10"] = 3.0
+    (b / "manifest.json").write_text(json.dumps(m))
+    caches = [TeacherCache(a, ds), TeacherCache(b, ds)]
+    assert torch.allclose(default_weights(caches, "valid_ndcg"), torch.tensor([0.25, 0.75]))
+    assert torch.allclose(default_weights(caches, "uniform"), torch.tensor([0.5, 0.5]))
+    assert torch.allclose(default_weights(caches, [1, 3]), torch.tensor([0.25, 0.75]))
