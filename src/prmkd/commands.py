@@ -1,8 +1,9 @@
-"""Registration of the subcommands that live beside the code they drive (teacher, run, report, sweep).
+"""Registration of the subcommands that live beside the code they drive (teacher, run, sweep, report).
 
 Each entry is a function taking the argparse sub-parsers object and adding one command to it.
 """
 
+from .pipeline_commands import register as _pipeline
 from .teachers.commands import register as _teacher
 
-REGISTER: list = [_teacher]
+REGISTER: list = [_teacher, _pipeline]

@@ -46,6 +46,7 @@ class DataConfig:
     text_fields: list[str] = field(default_factory=lambda: ["title", "brand", "categories"])
     kcore: int = 0  # iterative k-core on users and items (0 = off); for unsplit inputs only
     max_len: int = 50  # histories keep their most recent `max_len` items
+    users: int = 0  # keep only the first N users (a slice for quick runs and tests; 0 = all)
     features: list[FeatureConfig] = field(default_factory=list)
     cache_dir: str = ""  # prepared datasets are cached here; default $PRMKD_CACHE or ./.prmkd/cache
 

@@ -226,6 +226,8 @@ def build(cfg: DataConfig, name: str | None = None) -> SeqDataset:
     seqs = raw.sequences
     if cfg.kcore and not raw.presplit:
         seqs = kcore(seqs, cfg.kcore)
+    if cfg.users:  # a slice: the first `users` users (file order), and only the items they touch
+        seqs = dict(list(seqs.items())[:cfg.users])
     short = [u for u, s in seqs.items() if len(s) < 3]
     if short:
         where, line = raw.user_lines.get(short[0], (raw.sources[0], None))  # the user's first row
@@ -233,7 +235,8 @@ def build(cfg: DataConfig, name: str | None = None) -> SeqDataset:
                                f"with {len(seqs[short[0]])}, first seen here); leave-one-out needs 3. Filter them "
                                f"with data.kcore = 3 (or more)", line)
     used = {it for s in seqs.values() for it in s}
-    item_keys = list(raw.item_order) if raw.presplit else [k for k in raw.item_order if k in used]
+    keep_all = raw.presplit and not cfg.users
+    item_keys = list(raw.item_order) if keep_all else [k for k in raw.item_order if k in used]
     item_index = {k: i for i, k in enumerate(item_keys, 1)}
     user_keys = list(seqs)
     lens = np.array([len(seqs[u]) for u in user_keys], dtype=np.int64)

@@ -64,9 +64,11 @@ class MoEAdaptor(nn.Module):
         if self.training:
             logits = logits + torch.randn_like(logits) * F.softplus(x @ self.w_noise)
         gate = logits.softmax(-1)  # (n, k)
-        xe = self.drop(x)[:, None, :] - self.bias[None]  # (n, k, d_in)
-        experts = torch.einsum("nki,kio->nko", xe, self.weight)  # (n, k, d_out)
-        return (gate[:, :, None] * experts).sum(1)
+        k, d_in, d_out = self.weight.shape
+        # W_k (x - b_k) = W_k x - W_k b_k: one (n, d_in) x (d_in, k * d_out) matmul for all experts
+        wx = (self.drop(x) @ self.weight.permute(1, 0, 2).reshape(d_in, k * d_out)).view(-1, k, d_out)
+        wb = torch.einsum("ki,kio->ko", self.bias, self.weight)  # (k, d_out)
+        return (gate[:, :, None] * (wx - wb[None])).sum(1)  # (n, d_out)
 
 
 class DomainInputs(nn.Module):

@@ -1,0 +1,130 @@
+"""Cost of teachers and students measured side by side in one process (the paper's Table 4).
+
+- training speed: seconds per training step of each model on the same batches (distillation included for
+  the distilled student), steps interleaved round-robin so every model sees the same machine load;
+  reported per epoch (seconds per step x steps per epoch) and as a ratio to plain SASRec;
+- inference memory: bytes of every tensor the model needs to serve (parameters and buffers);
+- inference speed: milliseconds per user to score the whole catalogue for a batch of test users.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from .data.batches import TrainBatches, eval_batches
+from .data.dataset import SeqDataset
+from .env import machine, now
+from .train import default_loss, write_json
+
+
+def inference_bytes(model: torch.nn.Module) -> int:
+    """Bytes of the parameters and buffers (a module's serving state), each tensor counted once."""
+    seen, total = set(), 0
+    for t in [*model.parameters(), *model.buffers()]:
+        if id(t) not in seen:
+            seen.add(id(t))
+            total += t.numel() * t.element_size()
+    return total
+
+
+@torch.no_grad()
+def latency_ms_per_user(model, ds: SeqDataset, n_users: int = 512, repeats: int = 5) -> float:
+    """Median time to score `n_users` test users against every item, per user (after one warm-up)."""
+    model.eval()
+    batch = next(eval_batches(ds, "test", n_users))
+    times = []
+    for r in range(repeats + 1):  # the warm-up also builds any item table a model caches for serving
+        t0 = time.perf_counter()
+        state = model.eval_state(batch)
+        model.score_items(state, 1, ds.n_items + 1)
+        if r:
+            times.append(time.perf_counter() - t0)
+    return 1000.0 * statistics.median(times) / len(batch.targets)
+
+
+def step_seconds(entries: list[dict], ds: SeqDataset, steps: int = 8, rounds: int = 3, seed: int = 0) -> dict:
+    """Median seconds per training step of each entry {name, model, loss_fn, batch_size}, interleaved."""
+    times: dict[str, list[float]] = {e["name"]: [] for e in entries}
+    iters = {e["name"]: TrainBatches(ds, e["batch_size"], seed) for e in entries}
+    for rnd in range(rounds):
+        for e in entries:
+            model, loss_fn = e["model"], e.get("loss_fn") or default_loss
+            model.train()
+            opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+            it = iters[e["name"]].epoch(rnd)
+            batches = [next(it)[1] for _ in range(min(steps + 1, len(iters[e["name"]])))]
+            for i, b in enumerate(batches):
+                t0 = time.perf_counter()
+                loss, _ = loss_fn(model, b)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                if i:  # the first step of a round is a warm-up
+                    times[e["name"]].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def measure(entries: list[dict], ds: SeqDataset, base: str, n_users: int = 512) -> dict:
+    """entries: {name, role, model, loss_fn (None = own loss), batch_size}; `base` = the reference name."""
+    steps = step_seconds(entries, ds)
+    rows = []
+    for e in entries:
+        n_steps = len(TrainBatches(ds, e["batch_size"], 0))
+        rows.append({"name": e["name"], "role": e["role"],
+                     "parameters": sum(p.numel() for p in e["model"].parameters()),
+                     "inference_bytes": inference_bytes(e["model"]),
+                     "latency_ms_per_user": latency_ms_per_user(e["model"], ds, n_users),
+                     "train_step_seconds": steps[e["name"]], "train_epoch_seconds": steps[e["name"]] * n_steps})
+    ref = next(r for r in rows if r["name"] == base)
+    ratios = [{"name": r["name"], "training_speed": r["train_epoch_seconds"] / ref["train_epoch_seconds"],
+               "inference_memory": r["inference_bytes"] / ref["inference_bytes"],
+               "inference_speed": r["latency_ms_per_user"] / ref["latency_ms_per_user"]} for r in rows]
+    return {"date": now(), "machine": machine(), "threads": torch.get_num_threads(), "users_timed": n_users,
+            "dataset": ds.name, "models": rows, "relative_to": base, "ratios": ratios,
+            "method": __doc__.strip()}
+
+
+def measure_pipeline(pipe, path: Path) -> dict:
+    """Efficiency of a pipeline's teachers, plain student and distilled student, side by side."""
+    from .distill.trainer import make_kd_loss
+    from .runner import load_run
+    from .teachers.pipeline import family_module, teacher_config, TeacherRunConfig
+    from .data.dataset import cache_root
+
+    ds, cfg = pipe.ds, pipe.cfg
+    student = cfg.student
+    entries = []
+    plain_dir = pipe.out / "baselines" / f"{student}-seed{cfg.seeds[0]}"
+    if (plain_dir / "best.pt").exists():
+        model, rc, _ = load_run(plain_dir, ds)
+        entries.append({"name": student, "role": "baseline", "model": model, "batch_size": rc.train.batch_size})
+    kd_dir = pipe.out / "distill" / f"prmkd-{student}-seed{cfg.seeds[0]}"
+    if (kd_dir / "best.pt").exists():
+        model, rc, _ = load_run(kd_dir, ds)
+        loss_fn, _ = make_kd_loss(rc.distill, ds, model)
+        entries.append({"name": f"prmkd-{student}", "role": "distilled", "model": model, "loss_fn": loss_fn,
+                        "batch_size": rc.train.batch_size})
+    for spec in cfg.teachers:
+        name = spec.name or spec.family
+        fin = pipe.out / "teachers" / name / "finetune"
+        if not (fin / "best.pt").exists():
+            continue
+        mod, tcfg = teacher_config(TeacherRunConfig(family=spec.family, teacher=spec.teacher))
+        model = mod.build(tcfg, ds, cache_root(cfg.data))
+        model.load_state_dict(torch.load(fin / "best.pt", map_location="cpu", weights_only=False)["model"])
+        entries.append({"name": f"teacher-{name}", "role": "teacher", "model": model,
+                        "batch_size": spec.train.batch_size})
+    if not any(e["name"] == student for e in entries):
+        return {}
+    result = measure(entries, ds, base=student)
+    write_json(path, result)
+    return result
+
+
+def load(path: Path) -> dict:
+    return json.loads(Path(path).read_text())

@@ -1,0 +1,268 @@
+"""`prmkd run CONFIG`: the whole PRM-KD experiment from one file.
+
+prepare data -> build or reuse teacher caches (pre-training included) -> baselines -> PRM-KD ->
+ablations -> universality (FM, DeepFM, LightGCN) -> sweeps -> efficiency -> summary.json -> report.
+
+Every run inside is keyed by a fingerprint of its inputs and configuration (teacher stages by
+`teachers.pipeline`, model runs by `runner.train_run`), so a rerun reuses what is finished and an
+interrupted run resumes from its last checkpoint. The layout is documented in docs/CONTRACTS.md.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from .config import DataConfig, DistillConfig, EvalConfig, RunConfig, TrainConfig, from_dict, to_dict
+from .data.dataset import SeqDataset, prepare
+from .env import environment, git_commit, machine, now
+from .errors import ConfigError
+from .runner import train_run
+from .teachers.pipeline import TeacherRunConfig, build_teacher, teacher_config
+from .train import write_json
+
+STAGES = ("teachers", "baselines", "distill", "ablations", "universality", "sweeps", "efficiency", "report")
+
+
+@dataclass
+class TeacherSpec:
+    """A teacher of the pipeline: a `TeacherRunConfig` whose target data and evaluation are the pipeline's."""
+
+    family: str = "unisrec"
+    name: str = ""
+    teacher: dict = field(default_factory=dict)
+    sources: list[DataConfig] = field(default_factory=list)
+    pretrain: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=10, patience=2))
+    train: TrainConfig = field(default_factory=TrainConfig)
+    cache_dtype: str = "float32"
+
+
+@dataclass
+class SweepConfig:
+    temperature: list[float] = field(default_factory=list)
+    kd_weight: list[float] = field(default_factory=list)
+    epsilon: list[float] = field(default_factory=list)
+    hidden_size: list[int] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=lambda: [0])
+
+
+@dataclass
+class PipelineConfig:
+    name: str = ""  # default: the config file's stem
+    seeds: list[int] = field(default_factory=lambda: [0])
+    data: DataConfig = field(default_factory=DataConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)  # every student run (baselines and distilled)
+    models: dict = field(default_factory=dict)  # per model name: its options, e.g. {sasrec = {hidden_size = 64}}
+    train_overrides: dict = field(default_factory=dict)  # per model name: TrainConfig keys that differ
+    teachers: list[TeacherSpec] = field(default_factory=list)
+    baselines: list[str] = field(default_factory=lambda: ["gru4rec", "sasrec", "bert4rec"])
+    student: str = "sasrec"
+    distill: DistillConfig = field(default_factory=DistillConfig)  # its `teachers` are filled in here
+    ablations: bool = True  # each teacher alone, w/o IN (all-item candidates), w/o WA (plain average)
+    ablation_seeds: list[int] = field(default_factory=list)  # default: `seeds`
+    universality: list[str] = field(default_factory=lambda: ["fm", "deepfm", "lightgcn"])
+    universality_seeds: list[int] = field(default_factory=list)  # default: `seeds`
+    sweep: SweepConfig = field(default_factory=SweepConfig)
+    efficiency: bool = True
+    out: str = ""  # default runs/<name>
+
+
+def load_pipeline(path: str | Path, overrides: list[str] | None = None) -> PipelineConfig:
+    from .config import load
+    from .models import model_config
+
+    cfg = load(PipelineConfig, path, overrides)
+    if not cfg.name:
+        cfg.name = Path(path).stem
+    for m in {*cfg.baselines, cfg.student, *cfg.universality}:
+        model_config({"name": m, **cfg.models.get(m, {})})
+    for m, o in cfg.train_overrides.items():
+        from_dict(TrainConfig, {**to_dict(cfg.train), **o}, prefix=f"train_overrides.{m}.")
+    for t in cfg.teachers:
+        teacher_config(TeacherRunConfig(family=t.family, teacher=t.teacher))
+    return cfg
+
+
+class Pipeline:
+    def __init__(self, cfg: PipelineConfig, log=None, command: str = ""):
+        self.cfg = cfg
+        self.log = log or (lambda m: print(m, file=sys.stderr, flush=True))
+        self.out = Path(cfg.out) if cfg.out else Path("runs") / cfg.name
+        self.command = command
+        self.runs: list[dict] = []
+        self.caches: dict[str, Path] = {}
+        self.ds: SeqDataset | None = None
+
+    # ---- helpers
+    def train_cfg(self, model: str, seed: int) -> TrainConfig:
+        base = {**to_dict(self.cfg.train), **self.cfg.train_overrides.get(model, {}), "seed": seed}
+        return from_dict(TrainConfig, base)
+
+    def run_cfg(self, model: str, seed: int, out: Path, distill: DistillConfig | None = None,
+                model_extra: dict | None = None) -> RunConfig:
+        return RunConfig(data=self.cfg.data, model={"name": model, **self.cfg.models.get(model, {}),
+                                                    **(model_extra or {})},
+                         train=self.train_cfg(model, seed), eval=self.cfg.eval,
+                         distill=distill or DistillConfig(), out=str(out))
+
+    def record(self, res: dict, out: Path, group: str, ablation: str | None = None, sweep: dict | None = None):
+        keep = ("name", "role", "dataset", "seed", "config", "metrics", "timing", "parameters")
+        self.runs.append({**{k: res.get(k) for k in keep}, "group": group, "ablation": ablation, "sweep": sweep,
+                          "run_dir": str(out)})
+
+    def kd(self, teachers: list[str] | None = None, **changes) -> DistillConfig:
+        names = teachers or list(self.caches)
+        return replace(self.cfg.distill, teachers=[str(self.caches[n]) for n in names], **changes)
+
+    # ---- stages
+    def stage_teachers(self) -> None:
+        for spec in self.cfg.teachers:
+            name = spec.name or spec.family
+            tcfg = TeacherRunConfig(family=spec.family, name=name, teacher=spec.teacher, data=self.cfg.data,
+                                    sources=spec.sources, pretrain=spec.pretrain, train=spec.train,
+                                    eval=self.cfg.eval, out=str(self.out / "teachers" / name),
+                                    cache_dtype=spec.cache_dtype)
+            self.log(f"== teacher {name} ({spec.family})")
+            folder = build_teacher(tcfg, log=self.log)
+            self.caches[name] = folder
+            res = json.loads((self.out / "teachers" / name / "finetune" / "results.json").read_text())
+            res["name"] = f"teacher-{name}"
+            self.record(res, self.out / "teachers" / name / "finetune", "main")
+
+    def stage_baselines(self) -> None:
+        for model in self.cfg.baselines:
+            for s in self.cfg.seeds:
+                out = self.out / "baselines" / f"{model}-seed{s}"
+                self.log(f"== baseline {model} seed {s}")
+                self.record(train_run(self.run_cfg(model, s, out), self.ds, log=self.log), out, "main")
+
+    def stage_distill(self) -> None:
+        if not self.caches:
+            self.log("no teachers: skipping distillation")
+            return
+        for s in self.cfg.seeds:
+            out = self.out / "distill" / f"prmkd-{self.cfg.student}-seed{s}"
+            self.log(f"== PRM-KD {self.cfg.student} seed {s}")
+            self.record(train_run(self.run_cfg(self.cfg.student, s, out, self.kd()), self.ds, log=self.log), out,
+                        "main")
+
+    def stage_ablations(self) -> None:
+        if not (self.cfg.ablations and self.caches):
+            return
+        variants = {f"only-{n}": self.kd([n]) for n in self.caches} if len(self.caches) > 1 else {}
+        variants["wo-in"] = self.kd(candidates="all")
+        variants["wo-wa"] = self.kd(fusion="average")
+        for s in self.cfg.ablation_seeds or self.cfg.seeds:
+            for name, kd in variants.items():
+                out = self.out / "ablations" / f"{name}-seed{s}"
+                self.log(f"== ablation {name} seed {s}")
+                res = train_run(self.run_cfg(self.cfg.student, s, out, kd), self.ds, log=self.log)
+                self.record(res, out, "ablation", ablation=name)
+
+    def stage_universality(self) -> None:
+        for model in self.cfg.universality:
+            for s in self.cfg.universality_seeds or self.cfg.seeds:
+                for kd in ([None, self.kd()] if self.caches else [None]):
+                    tag = f"prmkd-{model}" if kd else model
+                    out = self.out / "universality" / f"{tag}-seed{s}"
+                    self.log(f"== universality {tag} seed {s}")
+                    res = train_run(self.run_cfg(model, s, out, kd), self.ds, log=self.log)
+                    self.record(res, out, "universality")
+
+    def stage_sweeps(self) -> None:
+        sw = self.cfg.sweep
+        if not self.caches:
+            return
+        for param in ("temperature", "kd_weight", "epsilon", "hidden_size"):
+            for value in getattr(sw, param):
+                for s in sw.seeds:
+                    out = self.out / "sweeps" / f"{param}={value}-seed{s}"
+                    self.log(f"== sweep {param}={value} seed {s}")
+                    if param == "hidden_size":
+                        rc = self.run_cfg(self.cfg.student, s, out, self.kd(), {"hidden_size": value})
+                    else:
+                        rc = self.run_cfg(self.cfg.student, s, out, self.kd(**{param: value}))
+                    res = train_run(rc, self.ds, log=self.log)
+                    self.record(res, out, "sweep", sweep={"param": param, "value": value})
+                if param == "hidden_size":  # the plain student at each size, for the same plot
+                    for s in sw.seeds:
+                        out = self.out / "sweeps" / f"plain-hidden_size={value}-seed{s}"
+                        res = train_run(self.run_cfg(self.cfg.student, s, out, None, {"hidden_size": value}),
+                                        self.ds, log=self.log)
+                        self.record(res, out, "sweep", sweep={"param": "hidden_size", "value": value,
+                                                              "plain": True})
+
+    def stage_efficiency(self) -> None:
+        if not self.cfg.efficiency:
+            return
+        from .efficiency import measure_pipeline
+
+        self.log("== efficiency (side by side)")
+        measure_pipeline(self, self.out / "efficiency.json")
+
+    def stage_report(self) -> None:
+        try:
+            from .report import build_report
+        except ImportError:
+            self.log("report module not available: skipping the report")
+            return
+        paths = build_report(self.out)
+        self.log(f"report: {paths}")
+
+    # ---- driver
+    def write_summary(self) -> Path:
+        from .evaluate import EvalResult  # noqa: F401  (settings come from the runs)
+
+        comparisons = self.significance()
+        summary = {"command": self.command, "commit": git_commit(), "date": now(), "machine": machine(),
+                   "dataset": self.ds.summary(), "eval": to_dict(self.cfg.eval), "seeds": self.cfg.seeds,
+                   "config": to_dict(self.cfg), "environment": environment(), "runs": self.runs,
+                   "comparisons": comparisons}
+        path = self.out / "summary.json"
+        write_json(path, summary)
+        return path
+
+    def significance(self) -> list[dict]:
+        """PRM-KD (and each distilled student) vs its plain student: relative change of test NDCG@10 and
+        a paired t-test over users (per-user values averaged over seeds)."""
+        from .stats import paired_test
+
+        out = []
+        pairs = [("prmkd-" + self.cfg.student, self.cfg.student, "main")]
+        pairs += [(f"prmkd-{m}", m, "universality") for m in self.cfg.universality]
+        for a, b, group in pairs:
+            ra = [r for r in self.runs if r["name"] == a and r["group"] == group]
+            rb = [r for r in self.runs if r["name"] == b and r["group"] in (group, "main")]
+            if ra and rb:
+                for metric in ("ndcg@10", "recall@10"):
+                    out.append({"name": f"{a} vs {b}", "a": a, "b": b, "metric": metric,
+                                **paired_test([r["run_dir"] for r in ra], [r["run_dir"] for r in rb], metric)})
+        return out
+
+    def run(self, stages=STAGES) -> Path:
+        t0 = time.time()
+        self.out.mkdir(parents=True, exist_ok=True)
+        write_json(self.out / "config.json", to_dict(self.cfg))
+        self.ds = prepare(self.cfg.data, log=self.log)
+        write_json(self.out / "data.json", self.ds.summary())
+        # teachers are needed by every later stage: always built (or reused)
+        self.stage_teachers()
+        for st in STAGES[1:-1]:
+            if st in stages:
+                getattr(self, f"stage_{st}")()
+        path = self.write_summary()
+        if "report" in stages:
+            self.stage_report()
+        self.log(f"pipeline {self.cfg.name} done in {time.time() - t0:.0f}s -> {path}")
+        return path
+
+
+def check_stages(stages: list[str]) -> list[str]:
+    bad = [s for s in stages if s not in STAGES]
+    if bad:
+        raise ConfigError(f"unknown stage '{bad[0]}' (known: {', '.join(STAGES)})")
+    return stages

@@ -1,0 +1,48 @@
+"""`prmkd run CONFIG` and `prmkd sweep CONFIG`."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def cmd_run(args) -> None:
+    from .pipeline import STAGES, Pipeline, check_stages, load_pipeline
+
+    cfg = load_pipeline(args.config, args.overrides)
+    stages = check_stages(args.stages) if args.stages else list(STAGES)
+    command = "prmkd " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    path = Pipeline(cfg, _log, command).run(stages)
+    print(path)
+
+
+def cmd_sweep(args) -> None:
+    from .errors import ConfigError
+    from .pipeline import Pipeline, load_pipeline
+
+    if args.param not in ("temperature", "kd_weight", "epsilon", "hidden_size"):
+        raise ConfigError(f"unknown sweep parameter '{args.param}' (temperature, kd_weight, epsilon, hidden_size)")
+    values = "[" + ", ".join(args.values) + "]"
+    cfg = load_pipeline(args.config, [*args.overrides, f"sweep.{args.param}={values}"])
+    command = "prmkd " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    print(Pipeline(cfg, _log, command).run(["sweeps", "report"]))
+
+
+def register(sub) -> None:
+    p = sub.add_parser("run", help="the whole pipeline from one TOML/YAML file (resumable), ending in a report")
+    p.add_argument("config")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--stages", nargs="+", help="only these stages (teachers are always built or reused): "
+                                               "baselines distill ablations universality sweeps efficiency report")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("sweep", help="sweep one PRM-KD parameter (reusing the teacher caches); feeds the report")
+    p.add_argument("config")
+    p.add_argument("--param", required=True, help="temperature | kd_weight | epsilon | hidden_size")
+    p.add_argument("--values", nargs="+", required=True)
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.set_defaults(func=cmd_sweep)

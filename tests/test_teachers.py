@@ -1,0 +1,187 @@
+"""UniSRec- / UniM2Rec-style teachers, the teacher pipeline, and external teachers (import / export)."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import synthetic_events, write_table
+from prmkd.config import DataConfig, EvalConfig, TrainConfig
+from prmkd.data import prepare
+from prmkd.distill.kd import fused_targets
+from prmkd.errors import PrmkdError
+from prmkd.teachers import external
+from prmkd.teachers.cache import TeacherCache, evaluate_cache
+from prmkd.teachers.pipeline import TeacherRunConfig, build_teacher
+from prmkd.teachers.textseq import MoEAdaptor, TextSeqConfig, build
+
+TINY = {"hidden_size": 16, "inner_size": 32, "experts": 2, "dropout": 0.1, "attn_dropout": 0.1}
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    return tmp_path_factory.mktemp("teachers")
+
+
+def tiny_domain(work, name: str, seed: int, with_images: bool = False) -> DataConfig:
+    folder = work / name
+    folder.mkdir(exist_ok=True)
+    rows = synthetic_events(50, 30, 4, 12, seed=seed)
+    write_table(folder / "inter.csv", rows, ("user", "item", "timestamp"))
+    used = sorted({r[1] for r in rows}, key=lambda s: int(s[1:]))
+    write_table(folder / "items.csv", [(i, f"{name} product {i}", f"Brand{int(i[1:]) % 3}", "Tools") for i in used],
+                ("item", "title", "brand", "categories"))
+    feats = []
+    if with_images:  # image vectors for every other item
+        keys = used[::2]
+        np.random.default_rng(seed).standard_normal((len(keys), 8)).astype("<f4").tofile(folder / "img.f32")
+        (folder / "img.index").write_text("".join(f"{k}\t{r}\n" for r, k in enumerate(keys)))
+        feats = [{"name": "image", "path": str(folder / "img.f32"), "dim": 8, "index": str(folder / "img.index")}]
+    from prmkd.config import from_dict
+
+    return from_dict(DataConfig, {"path": str(folder / "inter.csv"), "items": str(folder / "items.csv"),
+                                  "max_len": 10, "cache_dir": str(work / "cache"), "features": feats})
+
+
+def test_moe_adaptor_is_the_per_expert_formula():
+    m = MoEAdaptor(12, 5, 3, dropout=0.0).eval()
+    for p in (m.bias, m.w_gate):
+        torch.nn.init.normal_(p)
+    x = torch.randn(7, 12)
+    per_expert = torch.einsum("nki,kio->nko", x[:, None, :] - m.bias[None], m.weight)  # W_k (x - b_k)
+    gate = (x @ m.w_gate).softmax(-1)
+    assert torch.allclose(m(x), (gate[:, :, None] * per_expert).sum(1), atol=1e-5)
+    assert torch.allclose(MoEAdaptor(12, 5, 3, 0.0).eval().w_gate, torch.zeros(12, 3))  # gates start uniform
+
+
+def test_unim2rec_needs_image_features(work):
+    ds = prepare(tiny_domain(work, "noimg", 0), log=None)
+    with pytest.raises(PrmkdError, match="no 'image' item features"):
+        build(TextSeqConfig(modalities=["text", "image"], **TINY), ds, work / "cache")
+
+
+def test_unim2rec_items_without_image_use_the_missing_vector(work):
+    ds = prepare(tiny_domain(work, "img", 1, with_images=True), log=None)
+    has = ds.features["image"][1]
+    assert 0 < has[1:].sum() < ds.n_items  # partly missing, as on Scientific
+    model = build(TextSeqConfig(modalities=["text", "image"], **TINY), ds, work / "cache").eval()
+    with_img, without = int(np.flatnonzero(has)[0]), int(np.flatnonzero(~has[1:])[0] + 1)
+    items = torch.tensor([with_img, without])
+    before = model.item_reps(items)
+    model.inputs.x_image[[with_img, without]] += 10.0  # change both items' image rows
+    after = model.item_reps(items)
+    assert not torch.allclose(before[0], after[0])  # an image it has is used
+    assert torch.allclose(before[1], after[1])  # a row it does not have is never read
+
+
+def test_pipeline_pretrain_finetune_export_and_reuse(work):
+    target = tiny_domain(work, "target", 2)
+    source = tiny_domain(work, "source", 3)
+    tc = TrainConfig(epochs=2, patience=5, batch_size=16, progress=False)
+    cfg = TeacherRunConfig(family="unisrec", teacher=dict(TINY), data=target, sources=[source], pretrain=tc,
+                           train=tc, out=str(work / "unisrec"))
+    logs = []
+    folder = build_teacher(cfg, log=logs.append)
+    ds = prepare(target, log=None)
+    cache = TeacherCache(folder, ds)
+    man = cache.manifest
+    assert man["family"] == "unisrec" and man["similarity"] == "cos" and man["dataset_fingerprint"] == ds.fingerprint
+    assert cache.arrays["train"].shape == (ds.n_train_instances, 16)
+    # metrics recomputed from the cache alone equal the teacher's own evaluation
+    for split in ("valid", "test"):
+        again = evaluate_cache(cache, ds, split, EvalConfig()).metrics
+        assert again == pytest.approx(man["metrics"][split], abs=1e-12)
+    # the fine-tuned model started from the pre-trained weights
+    results = json.loads((work / "unisrec" / "finetune" / "results.json").read_text())
+    assert results["pretraining"]["pretrained"] is True
+    # a rerun reuses every stage
+    logs.clear()
+    assert build_teacher(cfg, log=logs.append) == folder
+    joined = "\n".join(logs)
+    assert "pre-training already done" in joined and "already finished" in joined and "already exported" in joined
+
+
+def test_load_pretrained_copies_the_shared_weights(work):
+    from prmkd.teachers.textseq import load_pretrained
+
+    ds = prepare(tiny_domain(work, "target", 2), log=None)
+    shared = work / "unisrec" / "pretrain" / "shared.pt"
+    if not shared.exists():
+        pytest.skip("needs test_pipeline_pretrain_finetune_export_and_reuse to run first")
+    model = build(TextSeqConfig(**TINY), ds, work / "cache")
+    load_pretrained(model, shared)
+    state = torch.load(shared, weights_only=True)
+    for k, v in state.items():
+        assert torch.equal(model.state_dict()[k], v), k
+
+
+# ---------------------------------------------------------------------------------------------- external
+
+
+@pytest.fixture(scope="module")
+def built(work):
+    target = tiny_domain(work, "ext", 4)
+    tc = TrainConfig(epochs=1, batch_size=16, progress=False)
+    folder = build_teacher(TeacherRunConfig(family="unisrec", teacher=dict(TINY), data=target, train=tc,
+                                            out=str(work / "ext-teacher")), log=lambda m: None)
+    return folder, prepare(target, log=None)
+
+
+@pytest.mark.parametrize("form", ["safetensors", "npy"])
+def test_export_then_import_gives_identical_distillation_targets(built, work, form):
+    folder, ds = built
+    to = work / f"portable.{form}" if form == "safetensors" else work / "portable-npy"
+    files = external.export_portable(folder, to)
+    items, inst = (files[0], files[0]) if form == "safetensors" else (files[0], files[1])
+    again = external.import_teacher(items, inst, files[-1], ds, work / f"reimported-{form}")
+    a, b = TeacherCache(folder, ds), TeacherCache(again, ds)
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, ds.n_train_instances, (40,), generator=g)
+    cands = torch.unique(torch.randint(1, ds.n_items + 1, (25,), generator=g))
+    qa, _ = fused_targets(a.logits("train", ids, cands)[None], torch.ones(1), 0.5, 0.1)
+    qb, _ = fused_targets(b.logits("train", ids, cands)[None], torch.ones(1), 0.5, 0.1)
+    assert torch.equal(qa, qb)
+    assert b.metrics == a.metrics
+
+
+def _portable(work, ds, name, items=None, inst=None, manifest=None):
+    d = work / name
+    d.mkdir(exist_ok=True)
+    n_inst = ds.n_train_instances + 2 * ds.n_users
+    np.save(d / "items.npy", np.ones((ds.n_items + 1, 4), np.float32) if items is None else items)
+    np.save(d / "inst.npy", np.ones((n_inst, 4), np.float32) if inst is None else inst)
+    m = {"name": "ext", "similarity": "dot", "temperature": 1.0} if manifest is None else manifest
+    (d / "m.json").write_text(json.dumps(m))
+    return d / "items.npy", d / "inst.npy", d / "m.json"
+
+
+@pytest.mark.parametrize("case, message", [
+    ("rows", "instances must have shape"),
+    ("items_rows", "array 'items' has"),
+    ("dtype", "must hold floats"),
+    ("nan", "NaN or infinite"),
+    ("dims", "disagree on the representation size"),
+    ("unknown_key", "unknown manifest key 'tau'"),
+    ("missing_key", "missing manifest key 'similarity'"),
+    ("similarity", "must be \"dot\" or \"cos\""),
+    ("temperature", "'temperature' must be > 0"),
+])
+def test_import_rejects_bad_input_clearly(built, work, case, message):
+    _, ds = built
+    n_inst = ds.n_train_instances + 2 * ds.n_users
+    good = {"name": "ext", "similarity": "dot", "temperature": 1.0}
+    kw = {
+        "rows": dict(inst=np.ones((n_inst - 1, 4), np.float32)),
+        "items_rows": dict(items=np.ones((ds.n_items, 4), np.float32)),
+        "dtype": dict(items=np.ones((ds.n_items + 1, 4), np.int64)),
+        "nan": dict(inst=np.full((n_inst, 4), np.nan, np.float32)),
+        "dims": dict(items=np.ones((ds.n_items + 1, 5), np.float32)),
+        "unknown_key": dict(manifest={**good, "tau": 1}),
+        "missing_key": dict(manifest={"name": "ext", "temperature": 1.0}),
+        "similarity": dict(manifest={**good, "similarity": "l2"}),
+        "temperature": dict(manifest={**good, "temperature": 0}),
+    }[case]
+    paths = _portable(work, ds, f"bad-{case}", **kw)
+    with pytest.raises(PrmkdError, match=message):
+        external.import_teacher(*paths, ds, work / f"out-{case}")
