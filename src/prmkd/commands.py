@@ -4,6 +4,7 @@ Each entry is a function taking the argparse sub-parsers object and adding one c
 """
 
 from .pipeline_commands import register as _pipeline
+from .report_command import register as _report
 from .teachers.commands import register as _teacher
 
-REGISTER: list = [_teacher, _pipeline]
+REGISTER: list = [_teacher, _pipeline, _report]

@@ -20,7 +20,7 @@ from .env import environment, resolve_device
 from .errors import PrmkdError
 from .evaluate import EvalResult, evaluate
 from .models import build_model, resolved_spec
-from .train import fit, write_json
+from .train import fit, seed_everything, write_json
 
 
 def count_parameters(model: torch.nn.Module) -> int:
@@ -61,6 +61,7 @@ def train_run(cfg: RunConfig, ds: SeqDataset | None = None, log=print, restart: 
     """Train and test one model; returns (and writes) its results. A finished run is not redone."""
     ds = ds or prepare(cfg.data, log=log)
     out = Path(cfg.out) if cfg.out else default_out(cfg, ds.name)
+    seed_everything(cfg.train.seed)  # initial weights depend on the seed alone, not on what ran before
     model = build_model(cfg.model, ds)
     loss_fn, kd_info = _loss_for(cfg, ds, model)
     return train_and_test(model, ds, train_cfg=cfg.train, eval_cfg=cfg.eval, out=out, name=run_name(cfg),

@@ -92,7 +92,7 @@ def figure_sections(rf: RunFolder, out_dir: Path) -> tuple[list, list[Path]]:
             blocks.append(Note(f"Omitted: {e}."))
             continue
         pngs.append(path)
-        blocks.append(Image(path, caption))
+        blocks.append(Image(path, caption, alt=title))
         if table is not None and (t := table(rf)) is not None:
             blocks.append(t)
     return blocks, pngs

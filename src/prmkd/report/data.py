@@ -201,7 +201,8 @@ SWEEP_ORDER = ["temperature", "kd_weight", "epsilon", "hidden_size"]
 def ablation_variants(rf: RunFolder) -> list[str]:
     """Ablations present: only-<teacher> (teachers' order), then wo-in, wo-wa, then any other."""
     found = list(dict.fromkeys(r.get("ablation") for r in rf.select(group="ablation") if r.get("ablation")))
-    teachers = dict.fromkeys("only-" + r["name"].removeprefix("teacher-") for r in rf.select(group="main", role="teacher"))
+    main_teachers = rf.select(group="main", role="teacher")
+    teachers = dict.fromkeys("only-" + r["name"].removeprefix("teacher-") for r in main_teachers)
     only = [a for a in teachers if a in found] + sorted(a for a in found if a.startswith("only-") and a not in teachers)
     order = {a: i for i, a in enumerate(only + ["wo-in", "wo-wa"])}
     return sorted(found, key=lambda a: order.get(a, len(order)))
@@ -222,7 +223,8 @@ def universality_models(rf: RunFolder) -> list[str]:
 
 
 def sweep_params(rf: RunFolder) -> list[str]:
-    """Swept parameters present (temperature, kd_weight, epsilon, hidden_size first)."""
-    found = list(dict.fromkeys((r.get("sweep") or {}).get("param") for r in rf.select(group="sweep")))
-    found = [p for p in found if p]
+    """Swept parameters with numeric values present (temperature, kd_weight, epsilon, hidden_size first)."""
+    sweeps = [r.get("sweep") or {} for r in rf.select(group="sweep")]
+    numeric = [sw for sw in sweeps if isinstance(sw.get("value"), (int, float)) and not isinstance(sw["value"], bool)]
+    found = [p for p in dict.fromkeys(sw.get("param") for sw in numeric) if p]
     return [p for p in SWEEP_ORDER if p in found] + [p for p in found if p not in SWEEP_ORDER]

@@ -22,8 +22,8 @@ STYLE = {"font.size": 11, "axes.titlesize": 12, "axes.labelsize": 11, "legend.fo
 ROLE_COLOR = {"teacher": "#e6862b", "baseline": "#4c78a8", "distilled": "#2e9e5b"}
 METRIC_COLOR = {"ndcg@10": "#4c78a8", "recall@10": "#d1495b"}
 PANEL_METRICS = [("ndcg@10", "NDCG@10"), ("recall@10", "Recall@10")]
-SWEEP_LABEL = {"temperature": "temperature τ", "kd_weight": "distillation weight λ", "epsilon": "consistency threshold ε",
-               "hidden_size": "hidden size d"}
+SWEEP_LABEL = {"temperature": "temperature τ", "kd_weight": "distillation weight λ",
+               "epsilon": "consistency threshold ε", "hidden_size": "hidden size d"}
 
 
 class Omitted(Exception):
@@ -89,7 +89,7 @@ def fig_tradeoff(rf: RunFolder, path: Path) -> Path:
         ax.scatter(xs, ys, s=sizes, c=[ROLE_COLOR.get(p["role"], "#888") for p in pts], alpha=0.55,
                    edgecolors="black", linewidths=0.8, zorder=3)
         if log:
-            ax.set_xscale("log")
+            _log_axis(ax.xaxis)
         ax.set_xlim(*_limits(xs, log, 0.22))
         ax.set_ylim(*_limits(ys, False, 0.3))
         ax.grid(True, alpha=0.3, zorder=0)
@@ -103,16 +103,28 @@ def fig_tradeoff(rf: RunFolder, path: Path) -> Path:
         leg = ax.legend(handles=h1, title="model", loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
         ax.add_artist(leg)
         ax.legend(handles=_memory_handles(mem, sizes), title="inference memory", loc="lower left",
-                  bbox_to_anchor=(1.02, 0.0), frameon=False, labelspacing=1.6, borderpad=1.0)
+                  bbox_to_anchor=(1.02, 0.0), frameon=False, labelspacing=2.2, borderpad=1.0,
+                  handlelength=math.sqrt(sizes.max()) / 10 + 0.5, handletextpad=1.0)
         fig.tight_layout()
         place_labels(fig, ax, xs, ys, sizes, [display_name(p["name"]) for p in pts])
         return _save(fig, path)
 
 
+def _log_axis(axis, base: float = 10) -> None:
+    """Log scale with plain-number tick labels (0.05, 0.1, 0.2, ...) instead of powers of ten."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    axis.axes.set_xscale("log", base=base) if axis.axis_name == "x" else axis.axes.set_yscale("log", base=base)
+    subs = (1.0, 2.0, 5.0) if base == 10 else (1.0,)
+    axis.set_major_locator(LogLocator(base=base, subs=subs))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
 def _memory_handles(mem: np.ndarray, sizes: np.ndarray) -> list:
     from matplotlib.lines import Line2D
 
-    picks = sorted({int(np.argmin(mem)), int(np.argmax(mem))})
+    picks = sorted({int(np.argmin(mem)), int(np.argmax(mem))}, key=lambda i: mem[i])
     return [Line2D([], [], ls="", marker="o", ms=math.sqrt(sizes[i]), mfc="none", mec="black",
                    label=f"{mem[i] / 2**20:,.1f} MiB") for i in picks]
 
@@ -186,14 +198,15 @@ def _bar_panels(path: Path, title: str, groups: list[str], series: list[tuple[st
                 x = np.arange(len(groups)) + (j - (n_s - 1) / 2) * width
                 bars = ax.bar(x, np.nan_to_num(mean), width * 0.92, yerr=err, color=color, label=name, capsize=3,
                               edgecolor="black", linewidth=0.5, zorder=2)
-                ax.bar_label(bars, labels=["" if math.isnan(v) else f"{v:.4f}" for v in mean], fontsize=8,
+                ax.bar_label(bars, labels=["not run" if math.isnan(v) else f"{v:.4f}" for v in mean], fontsize=8,
                              padding=2 if err is None else 6)
-                top = max(top, np.nanmax(mean + (err if err is not None else 0)))
+                tops = mean + (err if err is not None else 0)
+                top = max([top, *tops[np.isfinite(tops)]])
             if reference:
                 ref = mean_std(reference, metric)[0]
                 ax.axhline(ref, color="#c0392b", ls="--", lw=1.3, label=f"SASRec ({ref:.4f})", zorder=3)
                 top = max(top, ref)
-            ax.set_ylim(0, top * 1.18)
+            ax.set_ylim(0, top * 1.18 if top > 0 else 1.0)
             ax.set_xticks(np.arange(len(groups)), groups)
             ax.set_ylabel(f"test {label}")
             ax.set_title(label)
@@ -236,6 +249,9 @@ def fig_universality(rf: RunFolder, path: Path) -> Path:
 
 
 def _sweep_scale(param: str, x: np.ndarray) -> str:
+    """log for temperature / kd_weight / wide ranges (symlog when 0 is swept), log2 for hidden sizes."""
+    if param == "hidden_size" and np.all(x > 0) and x.max() / x.min() >= 4:
+        return "log2"
     if param in ("temperature", "kd_weight") or (np.all(x > 0) and x.max() / x.min() >= 50):
         return "log" if np.all(x > 0) else "symlog"
     return "linear"
@@ -246,19 +262,23 @@ def fig_sweeps(rf: RunFolder, path: Path) -> Path:
     if not params:
         raise Omitted("no parameter sweep runs (group \"sweep\") in summary.json")
     base = rf.select(group="main", name=BASE)
-    ncol = min(len(params), 2)
+    ncol = 2 if len(params) == 4 else min(len(params), 3)
     nrow = math.ceil(len(params) / ncol)
+    leg_cols = 4 if ncol > 1 else 2  # one panel is too narrow for the four entries in one row
+    leg_h = 0.3 * (4 // leg_cols) + 0.15  # inches under the panels for the legend
     with _style():
-        fig = _figure(6.0 * ncol, 4.2 * nrow + 0.6)
+        fig = _figure(max(5.4 * ncol, 6.4), 4.0 * nrow + leg_h)
         axes = np.atleast_1d(fig.subplots(nrow, ncol, squeeze=False)).ravel()
         for ax, param in zip(axes, params):
             _sweep_panel(ax, rf, param, base)
         for ax in axes[len(params):]:
             ax.set_visible(False)
         handles, labels = axes[0].get_legend_handles_labels()
-        fig.legend(handles, labels, loc="lower center", ncol=4, frameon=False)
+        order = sorted(range(len(labels)), key=lambda i: (not labels[i].startswith("PRM-KD"), labels[i]))
+        fig.legend([handles[i] for i in order], [labels[i] for i in order], loc="lower center", ncol=leg_cols,
+                   frameon=False)
         fig.suptitle("Parameter analysis of PRM-KD")
-        fig.tight_layout(rect=(0, 0.6 / (4.2 * nrow + 0.6) + 0.02, 1, 1))
+        fig.tight_layout(rect=(0, leg_h / (4.0 * nrow + leg_h), 1, 1))
         return _save(fig, path)
 
 
@@ -268,11 +288,16 @@ def _series(runs: list[dict], xs: np.ndarray, metric: str) -> tuple[np.ndarray, 
     return np.array([s[0] for s in st]), np.array([s[1] for s in st]), max(s[2] for s in st) > 1
 
 
+def _is_num(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
 def _sweep_panel(ax, rf: RunFolder, param: str, base: list[dict]) -> None:
     """PRM-KD's NDCG@10 and Recall@10 against the value; plain SASRec dashed (a curve when the sweep trained
     the plain student at each value too, as the pipeline does for hidden_size)."""
-    runs = rf.select(group="sweep", sweep_param=param, sweep_plain=False)
-    plain = rf.select(group="sweep", sweep_param=param, sweep_plain=True)
+    numeric = [r for r in rf.select(group="sweep", sweep_param=param) if _is_num(r["sweep"].get("value"))]
+    runs = [r for r in numeric if not r["sweep"].get("plain")]
+    plain = [r for r in numeric if r["sweep"].get("plain")]
     xs = np.array(sorted({float(r["sweep"]["value"]) for r in runs + plain}))
     scale = _sweep_scale(param, xs)
     for metric, label in PANEL_METRICS:
@@ -288,9 +313,9 @@ def _sweep_panel(ax, rf: RunFolder, param: str, base: list[dict]) -> None:
             ax.axhline(mean_std(base, metric)[0], color=color, ls="--", lw=1.2, alpha=0.8, label=f"SASRec {label}")
     if scale == "symlog":
         ax.set_xscale("symlog", linthresh=float(xs[xs > 0].min()) if np.any(xs > 0) else 1.0)
-    elif scale == "log":
-        ax.set_xscale("log")
-    if scale == "linear" or len(xs) <= 8:
+    elif scale in ("log", "log2"):
+        _log_axis(ax.xaxis, base=2 if scale == "log2" else 10)
+    if scale == "linear" or len(xs) <= 8:  # few values: tick exactly the swept ones
         ax.set_xticks(xs, [f"{x:g}" for x in xs])
         ax.minorticks_off()
     name = SWEEP_LABEL.get(param, param)

@@ -1,7 +1,8 @@
 """One report document, two renderings: Markdown (PNGs beside it) and a self-contained HTML page.
 
-A document is a list of blocks: `Heading`, `Para`, `Bullets`, `Note`, `Table` (from .tables) and `Image`. Inline text uses
-`**bold**`, `<u>underline</u>`, `` `code` `` and `\\*` (a literal star); the HTML renderer escapes everything else.
+A document is a list of blocks: `Heading`, `Para`, `Bullets`, `Note`, `Table` (from .tables) and `Image`.
+Inline text uses `**bold**`, `<u>underline</u>`, `` `code` `` and `\\*` (a literal star); the HTML renderer
+escapes everything else.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class Note:
 class Image:
     path: Path  # a PNG in the output folder
     caption: str
+    alt: str = "figure"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -73,7 +75,7 @@ def to_markdown(blocks: list) -> str:
         elif isinstance(b, Table):
             out.append(table_md(b))
         elif isinstance(b, Image):
-            out.append(f"![{b.caption}]({b.path.name})\n\n{b.caption}\n")
+            out.append(f"![{b.alt}]({b.path.name})\n\n{b.caption}\n")
     return "\n".join(out)
 
 
@@ -91,6 +93,7 @@ th { background: #f0f0f0; }
 td { text-align: right; font-variant-numeric: tabular-nums; }
 td:first-child { text-align: left; }
 tr:nth-child(even) td { background: #fafafa; }
+div.scroll { overflow-x: auto; }
 p.tnote { font-size: 0.88em; color: #444; margin: .3em 0; }
 p.note { font-style: italic; color: #666; }
 code { background: #f3f3f3; padding: 0 .25em; border-radius: 3px; font-size: 0.92em; }
@@ -113,12 +116,13 @@ def table_html(t: Table) -> str:
     head = "".join(f"<th>{inline_html(c)}</th>" for c in t.columns)
     body = "\n".join("<tr>" + "".join(f"<td>{inline_html(c)}</td>" for c in row) + "</tr>" for row in t.rows)
     notes = "".join(f'<p class="tnote">{inline_html(n)}</p>\n' for n in t.notes)
-    return f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody>\n</table>\n{notes}"
+    return (f'<div class="scroll"><table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody>\n</table></div>\n'
+            f"{notes}")
 
 
 def image_html(img: Image) -> str:
     data = base64.b64encode(Path(img.path).read_bytes()).decode("ascii")
-    alt = html.escape(img.caption)
+    alt = html.escape(img.alt)
     return (f'<figure><img alt="{alt}" src="data:image/png;base64,{data}">'
             f"<figcaption>{inline_html(img.caption)}</figcaption></figure>\n")
 

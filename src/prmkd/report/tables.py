@@ -169,6 +169,9 @@ def _main_notes(rf, runs, cols, has_improv, tests) -> list[str]:
     if has_improv:
         notes.append("Improv. = relative improvement of PRM-KD over SASRec, (PRM-KD − SASRec) / SASRec.")
         notes.append(significance_note(tests))
+    else:
+        notes.append(f"Improv. and the significance test need both `{STUDENT}` and `{BASE}` in the main group: "
+                     "omitted.")
     return notes
 
 
@@ -254,8 +257,8 @@ def efficiency_tables(rf: RunFolder) -> tuple[Table, Table] | None:
     abs_rows = [[display_name(m["name"]), f"{m['parameters']:,}" if m.get("parameters") is not None else "–",
                  _mib(m.get("inference_bytes")), fmt(m.get("latency_ms_per_user"), 3),
                  _per_s(m.get("latency_ms_per_user")), fmt(m.get("train_epoch_seconds"), 2)] for m in models]
-    setting = (f"Device {eff.get('device', '?')}, {eff.get('threads', '?')} threads, "
-               f"{eff.get('users_timed', '?')} users timed.")
+    setting = (f"Measured on device {eff.get('device', '?')} (threads: {eff.get('threads', '?')}), latency over "
+               f"{eff.get('users_timed', '?')} users.")
     absolute = Table(["Model", "Parameters", "Inference memory (MiB)", "Latency (ms / user)", "Users / s",
                       "Train epoch (s)"], abs_rows, [setting])
     return rel, absolute

@@ -22,6 +22,7 @@ from ..config import DataConfig, EvalConfig, TrainConfig, from_dict, to_dict
 from ..data.dataset import SeqDataset, cache_root, prepare
 from ..env import environment, now
 from ..errors import ConfigError, PrmkdError
+from ..train import seed_everything
 from .cache import TeacherCache, evaluate_cache, export_arrays, write_cache
 
 FAMILIES = {
@@ -89,6 +90,7 @@ def run_pretrain(cfg: TeacherRunConfig, log=print) -> tuple[Path | None, dict]:
     folder.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     log(f"pre-training {cfg.family} on {', '.join(s.name for s in sources)}")
+    seed_everything(cfg.pretrain.seed)
     path = mod.pretrain(tcfg, sources, cfg.pretrain, folder, cache_root(cfg.data), log)
     rec = {"key": key, "weights": str(path), "pretrained": True, "sources": [s.summary() for s in sources],
            "train": to_dict(cfg.pretrain), "seconds_this_session": round(time.time() - t0, 2), "finished": now()}
@@ -108,6 +110,7 @@ def run_finetune(cfg: TeacherRunConfig, pretrained: Path | None, pre_rec: dict, 
     mod, tcfg = teacher_config(cfg)
     ds = prepare(cfg.data, log=log)
     t0 = time.time()
+    seed_everything(cfg.train.seed)  # initial weights depend on the seed alone, not on what ran before
     model = mod.build(tcfg, ds, cache_root(cfg.data))
     inputs_seconds = time.time() - t0
     if pretrained is not None:

@@ -37,8 +37,9 @@ def load_plm(device="cpu"):
 
     hf_logging.disable_progress_bar()
     path = plm_path()
-    tok = AutoTokenizer.from_pretrained(path)
-    model = AutoModel.from_pretrained(path, dtype=torch.float32).to(device)
+    with torch.random.fork_rng(devices=[]):  # loading draws throwaway initial weights: keep the RNG untouched
+        tok = AutoTokenizer.from_pretrained(path)
+        model = AutoModel.from_pretrained(path, dtype=torch.float32).to(device)
     return tok, model
 
 

@@ -163,6 +163,28 @@ def packed_block(blk: Block, x: torch.Tensor, seq: torch.Tensor, dest: torch.Ten
     return blk.ln2(h + blk.drop(blk.ff(h)))
 
 
+def _round_up(n: int, k: int) -> int:
+    return (n + k - 1) // k * k
+
+
+def bucketed(x: torch.Tensor, seq: torch.Tensor, dest: torch.Tensor, N: int, T: int, tokens: int = 512,
+             rows: int = 16, length: int = 16):
+    """Pad the packed tokens (R, d), the rows N and the length T to multiples of (tokens, rows, length), so that
+    a few tensor shapes recur: with a new shape every batch glibc's heap fragments and the process grows without
+    bound (8 GB within an epoch). The padding tokens sit in a last, extra row that nothing reads; every row may
+    attend to its slot 0, so no row is all masked.
+    Returns (x (R', d), seq (R',), dest (R',), rows N', length T', attend (N', 1, 1, T') bool)."""
+    R, T2, N2 = len(x), _round_up(T, length), _round_up(N + 1, rows)
+    pad = _round_up(R, tokens) - R
+    x = torch.cat([x, x.new_zeros(pad, x.shape[1])])
+    seq = torch.cat([seq, seq.new_full((pad,), N2 - 1)])
+    dest = torch.cat([dest, torch.arange(pad, device=dest.device) % T2])
+    lengths = torch.zeros(N2, dtype=torch.long, device=x.device).index_add_(0, seq, torch.ones_like(seq))
+    pos = torch.arange(T2, device=x.device)[None]
+    attend = (pos < lengths[:, None]) | (pos == 0)  # (N', T')
+    return x, seq, dest, N2, T2, attend[:, None, None, :]
+
+
 @dataclass
 class Packed:
     """The tokens of N histories, flattened (sequence-major, most recent item first)."""
@@ -294,14 +316,14 @@ class RecformerTeacher(Recommender):
         ar = torch.arange(pk.N, device=x.device)
         x = torch.cat([self.cls.expand(pk.N, -1), x])  # (N + M, d): the N CLS tokens first
         seq, dest = torch.cat([ar, pk.n_idx]), torch.cat([torch.zeros_like(ar), pk.dest])
-        lengths = torch.zeros(pk.N, dtype=torch.long, device=x.device).index_add_(0, seq, torch.ones_like(seq))
-        attend = (torch.arange(pk.T, device=x.device)[None] < lengths[:, None])[:, None, None, :]  # (N, 1, 1, T)
+        x, seq, dest, rows, T, attend = bucketed(x, seq, dest, pk.N, pk.T)
         with self._autocast():
             h = self.drop(x)
             for blk in self.blocks:
-                h = packed_block(blk, h, seq, dest, pk.N, pk.T, attend)
+                h = packed_block(blk, h, seq, dest, rows, T, attend)
         h = h.float()
-        loss = self._mlm_loss(h[pk.N:][masked], self.bank.ids[pk.items, pk.p_idx][masked]) if mlm else None
+        M = len(pk.n_idx)
+        loss = self._mlm_loss(h[pk.N:pk.N + M][masked], self.bank.ids[pk.items, pk.p_idx][masked]) if mlm else None
         return h[:pk.N], loss
 
     def _mlm_loss(self, h: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
@@ -359,6 +381,26 @@ class RecformerTeacher(Recommender):
 
     def trainable_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+
+def release_memory() -> None:
+    """Hand freed heap memory back to the OS (glibc). Every batch has other tensor shapes (histories differ in
+    length), which fragments glibc's heap: without this the process grew past 8 GB within one epoch on CPU."""
+    global _LIBC
+    if _LIBC is None:
+        import ctypes
+        import ctypes.util
+
+        try:
+            _LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            _LIBC.malloc_trim.argtypes = [ctypes.c_size_t]
+        except (OSError, AttributeError):
+            _LIBC = False
+    if _LIBC:
+        _LIBC.malloc_trim(0)
+
+
+_LIBC = None
 
 
 @torch.no_grad()

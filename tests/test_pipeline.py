@@ -1,0 +1,131 @@
+"""`prmkd run` end to end on a tiny slice of real data: killed mid-way and rerun, it must end exactly as an
+uninterrupted run; a rerun of a finished pipeline redoes nothing."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, require_dataset
+
+CONFIG = """
+name = "tiny"
+seeds = [0]
+out = "{out}"
+baselines = ["sasrec", "gru4rec"]
+universality = ["fm"]
+ablations = true
+
+[data]
+path = "{data}"
+users = 150
+cache_dir = "{cache}"
+
+[train]
+epochs = 2
+batch_size = 32
+progress = false
+threads = 1
+
+[models.sasrec]
+hidden_size = 16
+[models.gru4rec]
+hidden_size = 16
+gru_size = 16
+
+[distill]
+temperature = 1.0
+kd_weight = 0.5
+
+[[teachers]]
+family = "unisrec"
+[teachers.teacher]
+hidden_size = 16
+inner_size = 32
+experts = 2
+[teachers.train]
+epochs = 2
+batch_size = 32
+threads = 1
+
+[[teachers]]
+family = "unisrec"
+name = "unisrec-text"
+[teachers.teacher]
+hidden_size = 16
+inner_size = 32
+experts = 2
+id_embedding = false
+[teachers.train]
+epochs = 2
+batch_size = 32
+threads = 1
+
+[sweep]
+temperature = [0.5]
+"""
+
+
+def write_config(tmp: Path, name: str, cache: Path) -> Path:
+    data = require_dataset("Scientific_UniSRec")
+    path = tmp / f"{name}.toml"
+    path.write_text(CONFIG.format(out=tmp / name, data=data, cache=cache))
+    return path
+
+
+def run(config: Path, **kw) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "prmkd.cli", "run", str(config)], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+
+
+def metrics_by_run(summary: Path) -> dict:
+    runs = json.loads(summary.read_text())["runs"]
+    return {"/".join(Path(r["run_dir"]).parts[-2:]): r["metrics"] for r in runs}
+
+
+def test_pipeline_killed_midway_resumes_to_the_same_results(tmp_path):
+    cache = tmp_path / "cache"  # shared: the prepared data and text embeddings are reused, as in real reruns
+    ref_cfg, cut_cfg = write_config(tmp_path, "reference", cache), write_config(tmp_path, "killed", cache)
+
+    t0 = time.time()
+    ref = run(ref_cfg)
+    out, _ = ref.communicate(timeout=600)
+    assert ref.returncode == 0, out
+    uninterrupted = time.time() - t0
+
+    # kill the second run once it is inside the baselines (teachers done, students under way)
+    proc = run(cut_cfg)
+    marker = tmp_path / "killed" / "baselines"
+    deadline = time.time() + 300
+    while not marker.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    assert proc.poll() is None, "the pipeline finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "killed" / "summary.json").exists()
+
+    again = run(cut_cfg)
+    out, _ = again.communicate(timeout=600)
+    assert again.returncode == 0, out
+    assert "pre-training" not in out and "already exported" in out  # finished teacher stages were reused
+
+    a, b = metrics_by_run(tmp_path / "reference" / "summary.json"), metrics_by_run(tmp_path / "killed" / "summary.json")
+    assert a.keys() == b.keys() and len(a) >= 10
+    assert a == b
+    report = tmp_path / "killed" / "report"
+    assert (report / "report.md").exists() and (report / "report.html").exists()
+    assert uninterrupted < 180, f"the tiny pipeline took {uninterrupted:.0f}s (about 50 s on an idle 2-core machine)"
+
+    # a finished pipeline reruns without training anything
+    rerun = run(cut_cfg)
+    out, _ = rerun.communicate(timeout=600)
+    assert rerun.returncode == 0, out
+    assert "parameters ->" not in out  # no model was (re)built for training
+    assert metrics_by_run(tmp_path / "killed" / "summary.json") == a
