@@ -55,6 +55,7 @@ class DataConfig:
 class TrainConfig:
     epochs: int = 200
     batch_size: int = 512  # sequences per batch (every position of each is an instance)
+    bucket: int = 0  # > 0: batch sequences of similar length together, sorting pools of this many batches
     lr: float = 1e-3
     weight_decay: float = 0.0  # Adam L2 (the paper's 1e-5 is `weight_decay = 1e-5`)
     patience: int = 10  # epochs without a better validation NDCG@10 before stopping

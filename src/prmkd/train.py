@@ -97,7 +97,7 @@ def fit(model: torch.nn.Module, ds: SeqDataset, cfg: TrainConfig, out_dir: Path,
     seed_everything(cfg.seed)
     model.to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    batches = batches or TrainBatches(ds, cfg.batch_size, cfg.seed)
+    batches = batches or TrainBatches(ds, cfg.batch_size, cfg.seed, cfg.bucket)
     ckpt_path, best_path = out_dir / "checkpoint.pt", out_dir / "best.pt"
 
     state = {"epoch": 0, "step": 0, "best": -math.inf, "best_epoch": -1, "best_valid": {}, "bad": 0,

@@ -68,8 +68,11 @@ def normalize(s: torch.Tensor, method: str = "softmax") -> torch.Tensor:
 
 def consistency(s_tilde: torch.Tensor) -> torch.Tensor:
     """Eq. 2: (K, N, C) -> (K, N) conf_ik = sum_{k' != k} sum_j (s~_ijk - s~_ijk')^2 (high = disagrees)."""
-    diff = s_tilde[:, None] - s_tilde[None, :]  # (K, K, N, C)
-    return diff.pow(2).sum(-1).sum(1)  # the k' = k term is zero
+    # sum_k' ||a_k - a_k'||^2 = K ||a_k||^2 - 2 a_k . (sum_k' a_k') + sum_k' ||a_k'||^2   (the k' = k term is 0)
+    K = s_tilde.shape[0]
+    sq = s_tilde.pow(2).sum(-1)  # (K, N)
+    cross = (s_tilde * s_tilde.sum(0, keepdim=True)).sum(-1)  # (K, N)
+    return (K * sq - 2 * cross + sq.sum(0, keepdim=True)).clamp(min=0)
 
 
 def adjusted_weights(conf: torch.Tensor, w: torch.Tensor, epsilon: float) -> torch.Tensor:

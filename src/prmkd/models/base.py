@@ -7,7 +7,7 @@ against item id ranges of the whole catalogue (`eval_state` + `score_items`, wha
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -25,6 +25,7 @@ class Encoded:
     instance_ids: torch.Tensor  # (N,) global training-instance id, -1 if not a cache-keyed instance
     users: torch.Tensor  # (N,)
     extra: Any = None
+    cache: dict = field(default_factory=dict)  # tensors computed once per step (e.g. full logits)
 
 
 class Recommender(nn.Module):
@@ -71,13 +72,28 @@ def flatten_positions(hidden: torch.Tensor, batch: SeqBatch) -> Encoded:
     return Encoded(hidden[keep], batch.targets[keep], batch.instance_ids[keep], users[keep])
 
 
-def full_softmax_ce(reps: torch.Tensor, item_weight: torch.Tensor, targets: torch.Tensor,
+def full_logits(enc: Encoded, item_weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """(N, n_items) scores of every instance against every real item (padding excluded), computed once per
+    step and kept in `enc.cache`, so distillation's candidate scores are a gather from it, not a new matmul."""
+    if "logits" not in enc.cache:
+        logits = enc.reps @ item_weight[1:].T  # (N, d) x (d, n_items)
+        enc.cache["logits"] = logits if bias is None else logits + bias[1:]
+    return enc.cache["logits"]
+
+
+def full_softmax_ce(enc: Encoded, item_weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """Cross-entropy of the instances over every real item."""
+    return nn.functional.cross_entropy(full_logits(enc, item_weight, bias), enc.targets - 1)
+
+
+def gathered_scores(enc: Encoded, candidates: torch.Tensor, item_weight: torch.Tensor,
                     bias: torch.Tensor | None = None) -> torch.Tensor:
-    """Cross-entropy of (N, d) instances over every real item (padding column excluded)."""
-    logits = reps @ item_weight[1:].T  # (N, n_items)
-    if bias is not None:
-        logits = logits + bias[1:]
-    return nn.functional.cross_entropy(logits, targets - 1)
+    """(N, C) candidate scores of a dot-product model: a gather from the full logits when this step already
+    computed them (the own loss did), else the (N, d) x (d, C) product."""
+    if "logits" in enc.cache:
+        return enc.cache["logits"][:, candidates - 1]
+    scores = enc.reps @ item_weight[candidates].T
+    return scores if bias is None else scores + bias[candidates]
 
 
 def init_weights(module: nn.Module, std: float = 0.02) -> None:

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..data.batches import EvalBatch, SeqBatch
-from .base import Encoded, Recommender, full_softmax_ce, init_weights
+from .base import Encoded, Recommender, full_softmax_ce, gathered_scores, init_weights
 from .transformer import Encoder
 
 
@@ -60,11 +60,11 @@ class BERT4Rec(Recommender):
         return Encoded(h[masked], full[masked], inst[masked], users[masked])
 
     def own_loss(self, enc: Encoded) -> torch.Tensor:
-        return full_softmax_ce(enc.reps, self.item_emb.weight[: self.n_items + 1], enc.targets,
-                               self.out_bias[: self.n_items + 1])
+        n = self.n_items + 1  # the mask token's row is never a candidate
+        return full_softmax_ce(enc, self.item_emb.weight[:n], self.out_bias[:n])
 
     def candidate_scores(self, enc: Encoded, candidates: torch.Tensor) -> torch.Tensor:
-        return enc.reps @ self.item_emb(candidates).T + self.out_bias[candidates]
+        return gathered_scores(enc, candidates, self.item_emb.weight, self.out_bias)
 
     def eval_state(self, batch: EvalBatch) -> torch.Tensor:
         B = len(batch.items)

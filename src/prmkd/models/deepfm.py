@@ -39,7 +39,7 @@ class DeepFMConfig:
     item_fields: list[str] = field(default_factory=lambda: ["brand", "categories"])  # absent ones are skipped
     loss: str = "bce"  # bce | softmax
     num_negatives: int = 1  # sampled negatives per instance (bce)
-    softmax_items: int = 256  # softmax over the target + this many shared sampled negatives (0 = all items)
+    softmax_items: int = 128  # softmax over the target + this many shared sampled negatives (0 = all items)
     pair_block: int = 16384  # (user, item) pairs per MLP block when scoring grids
 
 
@@ -108,7 +108,7 @@ class DeepFM(Recommender):
             cols = []
             for i0 in range(0, c, ic):
                 h = torch.relu(user[u0:u0 + uc, None, :] + item[None, i0:i0 + ic, :])  # (n', c', H)
-                cols.append(self.rest(h)[..., 0])  # (n', c')
+                cols.append(self.rest(h.flatten(0, 1)).view(h.shape[:2]))  # (n' c', H) -> (n', c')
             rows.append(torch.cat(cols, 1))
         return torch.cat(rows, 0)
 

@@ -8,9 +8,9 @@ score is one inner product of augmented vectors:
     score(u, i) = <u~, i~>
 so full-catalogue scoring is a single matmul, and `item_table()` exports FM like any dot-product model.
 
-Own loss: softmax cross-entropy over all items by default. On Scientific_UniSRec (embedding 10, batch 512,
-lr 1e-3) it gave a clearly better validation NDCG@10 than RecBole's binary cross-entropy with one sampled negative
-(0.0506 vs 0.0339; docs/students_ctr_graph.md); `loss = "bce"` (with `num_negatives`) is the RecBole setting.
+Own loss: softmax cross-entropy over all items by default: on Scientific_UniSRec (embedding 10, batch 512,
+lr 1e-2, patience 5) it reached validation NDCG@10 0.0467 (test 0.0301) against 0.0296 (test 0.0217) for RecBole's
+binary cross-entropy with one sampled negative, which stays available as `loss = "bce"` (with `num_negatives`).
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..data.batches import EvalBatch, SeqBatch
-from .base import Encoded, Recommender, flatten_positions, full_softmax_ce, init_weights
+from .base import Encoded, Recommender, flatten_positions, full_softmax_ce, gathered_scores, init_weights
 
 
 @dataclass
@@ -46,10 +46,10 @@ class GRU4Rec(Recommender):
         return flatten_positions(self.hidden(batch.items), batch)
 
     def own_loss(self, enc: Encoded) -> torch.Tensor:
-        return full_softmax_ce(enc.reps, self.item_emb.weight, enc.targets)
+        return full_softmax_ce(enc, self.item_emb.weight)
 
     def candidate_scores(self, enc: Encoded, candidates: torch.Tensor) -> torch.Tensor:
-        return enc.reps @ self.item_emb(candidates).T
+        return gathered_scores(enc, candidates, self.item_emb.weight)
 
     def eval_state(self, batch: EvalBatch) -> torch.Tensor:
         h = self.hidden(batch.items)

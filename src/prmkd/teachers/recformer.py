@@ -260,7 +260,7 @@ class RecformerTeacher(Recommender):
         dev = self.cls.device.type
         return torch.autocast(dev, dtype=torch.bfloat16, enabled=self.cfg.bf16)
 
-    def item_reps(self, items: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
+    def item_reps(self, items: torch.Tensor, chunk: int = 512) -> torch.Tensor:
         """(n, d) CLS output of each item read alone (a one-item history)."""
         out = [self.encode_histories(items[lo:lo + chunk, None])[0] for lo in range(0, len(items), chunk)]
         return torch.cat(out)
@@ -371,36 +371,17 @@ class RecformerTeacher(Recommender):
     def candidate_scores(self, enc: Encoded, candidates: torch.Tensor) -> torch.Tensor:
         return F.normalize(enc.reps, dim=1) @ self._table()[candidates].T / self.cfg.temperature  # (N, C)
 
-    def eval_state(self, batch: EvalBatch) -> torch.Tensor:
+    def eval_state(self, batch: EvalBatch, chunk: int = 256) -> torch.Tensor:
         rows = torch.arange(len(batch.items), device=batch.items.device)
-        reps, _ = self.encode_histories(self.histories(batch.items, rows, batch.lengths - 1))
-        return F.normalize(reps, dim=1)  # (B, d)
+        hist = self.histories(batch.items, rows, batch.lengths - 1)  # (B, H)
+        reps = [self.encode_histories(hist[lo:lo + chunk])[0] for lo in range(0, len(hist), chunk)]
+        return F.normalize(torch.cat(reps), dim=1)  # (B, d)
 
     def score_items(self, state: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
         return state @ self._table()[lo:hi].T / self.cfg.temperature  # (B, hi - lo)
 
     def trainable_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
-
-
-def release_memory() -> None:
-    """Hand freed heap memory back to the OS (glibc). Every batch has other tensor shapes (histories differ in
-    length), which fragments glibc's heap: without this the process grew past 8 GB within one epoch on CPU."""
-    global _LIBC
-    if _LIBC is None:
-        import ctypes
-        import ctypes.util
-
-        try:
-            _LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-            _LIBC.malloc_trim.argtypes = [ctypes.c_size_t]
-        except (OSError, AttributeError):
-            _LIBC = False
-    if _LIBC:
-        _LIBC.malloc_trim(0)
-
-
-_LIBC = None
 
 
 @torch.no_grad()
@@ -617,7 +598,7 @@ def instance_histories(ds: SeqDataset, max_items: int) -> np.ndarray:
 
 
 @torch.no_grad()
-def export(model: RecformerTeacher, ds: SeqDataset, batch_size: int = 512) -> dict[str, np.ndarray]:
+def export(model: RecformerTeacher, ds: SeqDataset, batch_size: int = 256) -> dict[str, np.ndarray]:
     """Teacher-cache arrays: items (n_items + 1, d), train (n_train_instances, d), valid / test (n_users, d).
     Rows are unit-norm: the cache's similarity is the cosine, its temperature `model.cfg.temperature`."""
     if model.bank.fingerprint != ds.fingerprint:
