@@ -218,8 +218,8 @@ def train_briefly(model, ds: SeqDataset, epochs: int, lr: float, batch_size: int
 
 
 @pytest.mark.parametrize("name,opts,epochs,lr", [
-    ("fm", {}, 30, 0.05),
-    ("fm", {"loss": "bce", "num_negatives": 4}, 30, 0.05),
+    ("fm", {}, 30, 0.02),
+    ("fm", {"loss": "bce", "num_negatives": 4}, 30, 0.02),
     ("deepfm", {}, 30, 0.01),
     ("lightgcn", {}, 30, 0.05),
 ])

@@ -4,18 +4,24 @@
 The MLP does not factorize, but its first layer does: W1 [u; i] + b1 = W1_u u + (W1_i i + b1). The user part
 (N, H) is computed once per instance and the item part (C, H) once per candidate, so scoring N users against C
 items costs one broadcast add plus the layers after the first on N x C rows, run in blocks of `pair_block`
-pairs (bounded memory, cache-sized matmuls). Full-catalogue evaluation is still N x n_items MLP passes:
-about 30 s for the 8.4k users x 4.4k items of Scientific_UniSRec on one CPU thread.
+pairs (bounded memory, cache-sized matmuls). Full-catalogue evaluation is still N x n_items MLP passes: 37M of
+them for the 8.4k users x 4.4k items of Scientific_UniSRec, 1 to 1.5 minutes on one CPU thread.
 
-Distilling DeepFM: in-batch candidate scores are N x C MLP passes with their activations kept for backward,
-about 4 x H floats per pair (dropout masks included). With the default 512 sequences (N ~ 2,000 instances,
-C ~ 1,500 distinct targets on Scientific_UniSRec) that is several GB; use `train.batch_size = 128` (N ~ 500,
-C ~ 450: ~0.5 GB and a few hundred ms per step on one CPU thread), or 64 on small machines.
+Distilling DeepFM: in-batch candidate scores are N x C MLP passes whose activations are kept for backward,
+about 5 KB per (instance, candidate) pair. N and C both grow with the batch, so the cost is quadratic in it.
+Measured on Scientific_UniSRec, one CPU thread (forward + backward of the candidate scores and the own loss):
+    train.batch_size   64: N ~ 260,   C ~ 240,  +0.3 GB, ~0.7 s per step
+    train.batch_size  128: N ~ 520,   C ~ 450,  +1.2 GB, ~2.5 s per step
+    train.batch_size  256: N ~ 1,040, C ~ 810,  +4.2 GB, ~8 s per step
+    train.batch_size  512: N ~ 2,050, C ~ 1,420 (~16 GB, extrapolated)
+so distil DeepFM with `train.batch_size = 64` on a CPU (the cheapest epoch too); 512 fits a GPU.
 
 Own loss: binary cross-entropy with one sampled negative per instance (RecBole's setting) by default. On
-Scientific_UniSRec it gave a better validation NDCG@10 than the sampled softmax (see the report in the FM
-module's docstring for how both were run); a full softmax over all items (`loss = "softmax"`,
-`softmax_items = 0`) costs N x n_items MLP passes per step and is practical on a GPU only.
+Scientific_UniSRec (embedding 10, lr 1e-2; benchmarks/students_ctr_graph.py) it reached validation NDCG@10
+0.0252 after 8 epochs and 0.0304 at its best (epoch 15, counted from 0), while the sampled softmax
+(`loss = "softmax"`, the target + 128 shared negatives) was at 0.0147 after 8 epochs and about 30x slower per
+epoch on a CPU, so it was stopped there. A full softmax over all items (`softmax_items = 0`) costs N x n_items
+MLP passes per step: for a GPU only (untried).
 """
 
 from __future__ import annotations
@@ -40,7 +46,7 @@ class DeepFMConfig:
     loss: str = "bce"  # bce | softmax
     num_negatives: int = 1  # sampled negatives per instance (bce)
     softmax_items: int = 128  # softmax over the target + this many shared sampled negatives (0 = all items)
-    pair_block: int = 16384  # (user, item) pairs per MLP block when scoring grids
+    pair_block: int = 16384  # (user, item) pairs per MLP block when scoring grids (CPU-cache sized; ~1e6 on a GPU)
 
 
 @dataclass
