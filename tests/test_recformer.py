@@ -71,17 +71,33 @@ def test_upper_layers_reproduce_the_plm(plm):
     assert torch.allclose(mine[0], ref, atol=1e-5)
 
 
+def test_item_local_attention_is_full_attention_with_one_trained_layer(plm):
+    """The CPU path computes each item's tokens once per batch; with one trained layer the CLS it gives is exactly
+    full attention's (with two it is a Longformer-like local/global pattern, and differs)."""
+    ds = make_ds()
+    hist = torch.tensor([[5, 7, 9, 0, 0, 0], [3, 0, 0, 0, 0, 0], [11, 12, 13, 14, 1, 2]])
+    full = R.build(tiny_cfg(attention="full"), ds, None, plm=plm)
+    torch.nn.init.normal_(full.item_pos.weight, 0, 0.5)
+    torch.nn.init.normal_(full.type_emb.weight, 0, 0.5)
+    local = R.build(tiny_cfg(attention="item_local"), ds, None, plm=plm)
+    local.load_state_dict(full.state_dict())
+    with torch.no_grad():
+        a, b = full.eval().encode_histories(hist)[0], local.eval().encode_histories(hist)[0]
+    assert torch.allclose(a, b, atol=1e-5)
+
+
 def test_cached_states_are_the_frozen_layers_output(plm):
     tok, bert = plm
     ds = make_ds()
     model = R.build(tiny_cfg(), ds, None, plm=plm)
-    tokens = R.tokenize_items(ds, tok, TINY_FIELDS, ["categories"], False, 8)
+    tokens = R.tokenize_items(ds, tok, TINY_FIELDS, ["categories"], False, 8, summary=True)
     i = 7
     inp = torch.tensor([tokens.inputs[i]])
     ref = bert(input_ids=inp, attention_mask=torch.ones_like(inp), output_hidden_states=True).hidden_states[1][0]
-    m = tokens.mask[i]
-    assert torch.allclose(model.bank.states[i][torch.from_numpy(m)].float(), ref[torch.from_numpy(tokens.pos[i, m])],
-                          atol=2e-3)  # float16 storage
+    m = tokens.mask[i] & (tokens.pos[i] >= 0)
+    states = model.bank.states[i].float()
+    assert torch.allclose(states[torch.from_numpy(m)], ref[torch.from_numpy(tokens.pos[i, m])], atol=2e-3)  # float16
+    assert torch.allclose(states[0], ref.mean(0), atol=2e-3)  # the summary token: mean over the whole input
     # the categories field keeps its last tokens (the most specific category), typed 2 * field + value
     cat = tokens.ids[i][tokens.types[i] == 5]
     assert tok.decode(cat) == " ".join(ds.item_fields["categories"][i].split()[-2:])
@@ -173,4 +189,4 @@ def test_pretrain_then_fine_tune_loads_and_refuses_another_configuration(plm, tm
     R.load_pretrained(model, path)
     assert torch.equal(model.cls, ck["model"]["cls"]) and model.bank.dataset == "tiny"
     with pytest.raises(CacheMismatchError, match="frozen_layers"):
-        R.load_pretrained(R.build(tiny_cfg(frozen_layers=0), target, None, plm=plm), path)
+        R.load_pretrained(R.build(tiny_cfg(frozen_layers=0, summary_token=False), target, None, plm=plm), path)

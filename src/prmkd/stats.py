@@ -1,4 +1,5 @@
-"""Paired significance tests over users, from run folders' per-user metrics."""
+"""Paired significance tests over users, from run folders' per-user metrics (one implementation, used by
+the pipeline's comparisons and by the report)."""
 
 from __future__ import annotations
 
@@ -7,25 +8,45 @@ from pathlib import Path
 import numpy as np
 
 
-def per_user(run_dirs: list[str | Path], metric: str, split: str = "test") -> np.ndarray:
-    """(n_users,) per-user `metric`, averaged over the runs (seeds) given."""
-    arrays = [np.load(Path(d) / f"per_user_{split}.npz")[metric] for d in run_dirs]
-    return np.mean(arrays, axis=0)
+def per_user_values(folder: str | Path, metric: str, split: str = "test") -> np.ndarray | None:
+    """(n_users,) per-user `metric` of one run folder (from its npz: the metric itself, or its ranks)."""
+    path = Path(folder) / f"per_user_{split}.npz"
+    if not path.exists():
+        return None
+    with np.load(path) as z:
+        if metric in z.files:
+            return np.asarray(z[metric], dtype=np.float64)
+        if "ranks" in z.files:
+            from .evaluate import metrics_from_ranks
+
+            k = int(metric.partition("@")[2])
+            return metrics_from_ranks(z["ranks"], ks=(k,), mrr_k=k)[metric]
+    return None
+
+
+def paired_ttest(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """(t, p) of scipy's two-sided paired t-test; nan when the differences are all equal (no variance)."""
+    from scipy.stats import ttest_rel
+
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if len(a) < 2 or np.all(a - b == (a - b)[0]):
+        return float("nan"), float("nan")
+    res = ttest_rel(a, b)
+    return float(res.statistic), float(res.pvalue)
 
 
 def paired_test(a_dirs: list, b_dirs: list, metric: str = "ndcg@10", split: str = "test") -> dict:
-    """Paired t-test of a vs b over users (each user's value averaged over seeds first).
+    """Paired t-test of a vs b over users (each user's value averaged over the seeds' run folders first).
 
     Returns the relative change of the mean (a - b) / b as `value`, and the two-sided `p_value`.
     """
-    from scipy.stats import ttest_rel
-
-    a, b = per_user(a_dirs, metric, split), per_user(b_dirs, metric, split)
+    a = np.mean([per_user_values(d, metric, split) for d in a_dirs], axis=0)
+    b = np.mean([per_user_values(d, metric, split) for d in b_dirs], axis=0)
     if a.shape != b.shape:
         raise ValueError(f"per-user arrays differ in length: {a.shape} vs {b.shape}")
-    t, p = ttest_rel(a, b)
+    t, p = paired_ttest(a, b)
     mean_a, mean_b = float(a.mean()), float(b.mean())
-    return {"value": (mean_a - mean_b) / mean_b if mean_b else float("nan"), "p_value": float(p),
-            "t": float(t), "mean_a": mean_a, "mean_b": mean_b, "n_users": int(len(a)),
+    return {"value": (mean_a - mean_b) / mean_b if mean_b else float("nan"), "p_value": p, "t": t,
+            "mean_a": mean_a, "mean_b": mean_b, "n_users": int(len(a)),
             "test": "paired t-test over users (scipy.stats.ttest_rel), per-user values averaged over seeds",
             "seeds_a": len(a_dirs), "seeds_b": len(b_dirs)}

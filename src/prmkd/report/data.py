@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import PrmkdError
+from ..stats import per_user_values
 
 METRICS = ["recall@5", "recall@10", "recall@20", "ndcg@5", "ndcg@10", "ndcg@20"]
 
@@ -152,31 +153,10 @@ def resolve_run_dir(root: Path, run: dict) -> Path | None:
     return next((c for c in cands if c.is_dir()), None)
 
 
-def per_user_from_ranks(ranks: np.ndarray, metric: str) -> np.ndarray:
-    """Per-user Recall@k / NDCG@k from 0-based ranks (for npz files that only kept `ranks`)."""
-    head, _, k = metric.partition("@")
-    k = int(k)
-    r = np.asarray(ranks, dtype=np.float64)
-    if head == "recall":
-        return (r < k).astype(np.float64)
-    if head == "ndcg":
-        return np.where(r < k, 1.0 / np.log2(r + 2.0), 0.0)
-    if head == "mrr":
-        return np.where(r < k, 1.0 / (r + 1.0), 0.0)
-    raise KeyError(metric)
-
-
 def per_user(root: Path, run: dict, metric: str) -> np.ndarray | None:
     """(n_users,) test values of one run from <run_dir>/per_user_test.npz, or None when unavailable."""
     folder = resolve_run_dir(root, run)
-    if folder is None or not (folder / "per_user_test.npz").exists():
-        return None
-    with np.load(folder / "per_user_test.npz") as z:
-        if metric in z.files:
-            return np.asarray(z[metric], dtype=np.float64)
-        if "ranks" in z.files:
-            return per_user_from_ranks(z["ranks"], metric)
-    return None
+    return None if folder is None else per_user_values(folder, metric)
 
 
 def per_user_mean(root: Path, runs: list[dict], metric: str) -> tuple[np.ndarray | None, list]:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..stats import paired_ttest
 from .data import (METRICS, RunFolder, ablation_label, ablation_variants, display_name, field as run_field,
                    mean_std, metric_label, per_user_mean, seeds_of, universality_models)
 
@@ -64,15 +65,7 @@ def fmt_p(p: float) -> str:
     return f"{p:.2e}" if p < 1e-3 else f"{p:.4f}"
 
 
-def significance(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
-    """(t, p) of scipy's two-sided paired t-test; nan p when the differences are all equal (no variance)."""
-    from scipy.stats import ttest_rel
-
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    if len(a) < 2 or np.all(a - b == (a - b)[0]):
-        return float("nan"), float("nan")
-    res = ttest_rel(a, b)
-    return float(res.statistic), float(res.pvalue)
+significance = paired_ttest  # (t, p) of the two-sided paired t-test
 
 
 def paired_test(rf: RunFolder, runs_a: list[dict], runs_b: list[dict], metric: str) -> TTest | None:

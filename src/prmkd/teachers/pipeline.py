@@ -78,7 +78,8 @@ def run_pretrain(cfg: TeacherRunConfig, log=print) -> tuple[Path | None, dict]:
         return None, {"pretrained": False}
     mod, tcfg = teacher_config(cfg)
     sources = [prepare(s, log=log) for s in cfg.sources]
-    key = _hash({"family": cfg.family, "teacher": to_dict(tcfg), "sources": [s.fingerprint for s in sources],
+    shared = {k: v for k, v in to_dict(tcfg).items() if k not in getattr(mod, "FINETUNE_ONLY", ())}
+    key = _hash({"family": cfg.family, "teacher": shared, "sources": [s.fingerprint for s in sources],
                  "train": _train_key(cfg.pretrain)})
     target = prepare(cfg.data, log=log)
     folder = out_dir(cfg, target) / "pretrain"

@@ -14,9 +14,9 @@ Two configurations (`preset("cpu")`, the default values, and `preset("full")`):
   of up to 50 items: meant for a GPU.
 
 Losses: pre-training = in-batch item-item contrastive (sequence vs its next item's text encoding) + 0.1 x
-masked-LM; fine-tuning = cross-entropy over all items against an item table re-encoded from text every epoch
-(frozen within it), with the batch's target items encoded live (`item_grad = "batch"`) so the item side learns
-too. See docs/recformer.md for how this differs from the original.
+masked-LM; fine-tuning = cross-entropy over all items against an item table re-encoded from text at every epoch
+start and frozen within the epoch (Recformer's stage 1). See docs/recformer.md for how this differs from the
+original.
 """
 
 from __future__ import annotations
@@ -55,15 +55,22 @@ class RecformerConfig:
     tail_fields: list[str] = field(default_factory=lambda: ["categories"])  # keep their last tokens
     key_tokens: bool = False  # also feed each key's own tokens ("title", "brand", "category")
     context_tokens: int = 32  # value tokens per field the frozen layers read (kept tokens see this context)
+    summary_token: bool = True  # one more token per item: the mean of its frozen-layer states (needs frozen_layers)
     frozen_layers: int = 5  # lower PLM layers cached once; 0 = train everything (full)
     max_items: int = 10  # most recent history items read
     max_tokens: int = 160  # history tokens after CLS; the oldest are cut first
     temperature: float = TEMPERATURE
+    attention: str = "item_local"  # "item_local": a token attends within its item, the CLS to every token of the
+    # history (Longformer's local + global pattern, the window = the item); "full": every token to every token
     dropout: float = 0.1
+    embedding_scale: float = 1.0  # multiplies the new (zero-initialised) item-position and token-type embeddings:
+    # with Adam this is a learning-rate multiplier for them
     positions_per_window: int = 2  # training instances encoded per window (the last + random); 0 = all
-    item_grad: str = "batch"  # fine-tuning item side: "batch" (targets encoded live) | "table" (frozen only)
+    finetune_loss: str = "table"  # "table": CE over all items vs the item table re-encoded at each epoch start,
+    # frozen within the epoch (Recformer's stage 1); "live": every item re-encoded with gradients at every step
     mlm_weight: float = 0.1
     mlm_prob: float = 0.15
+    mlm_max_tokens: int = 256  # masked tokens per step at most
     pretrain_steps: int = 1500
     pretrain_batch_size: int = 64
     pretrain_lr: float = 1e-4
@@ -77,7 +84,7 @@ Config = RecformerConfig
 PRESETS: dict[str, dict] = {
     "cpu": {},
     "full": {"fields": {"title": 30, "brand": 30, "categories": 30}, "key_tokens": True, "context_tokens": 0,
-             "frozen_layers": 0, "max_items": 50, "max_tokens": 1023, "positions_per_window": 0,
+             "summary_token": False, "attention": "full", "frozen_layers": 0, "max_items": 50, "max_tokens": 1023, "positions_per_window": 0,
              "pretrain_steps": 20000, "pretrain_batch_size": 64, "pretrain_lr": 5e-5, "pretrain_minutes": 0.0},
 }
 
@@ -93,8 +100,12 @@ def check_config(cfg: RecformerConfig, n_layers: int) -> None:
     if not 0 <= cfg.frozen_layers < n_layers:
         raise ConfigError(f"recformer.frozen_layers = {cfg.frozen_layers}: must be 0..{n_layers - 1} "
                           f"(the PLM has {n_layers} layers and at least one must train)")
-    if cfg.item_grad not in ("batch", "table"):
-        raise ConfigError(f"recformer.item_grad = '{cfg.item_grad}': expected 'batch' or 'table'")
+    if cfg.summary_token and cfg.frozen_layers == 0:
+        raise ConfigError("recformer.summary_token needs frozen_layers > 0 (it is a mean of frozen-layer states)")
+    if cfg.attention not in ("item_local", "full"):
+        raise ConfigError(f"recformer.attention = '{cfg.attention}': expected 'item_local' or 'full'")
+    if cfg.finetune_loss not in ("table", "live"):
+        raise ConfigError(f"recformer.finetune_loss = '{cfg.finetune_loss}': expected 'table' or 'live'")
     if not cfg.fields or min(cfg.fields.values()) < 1:
         raise ConfigError("recformer.fields: give at least one field with at least one token")
     if cfg.max_items < 1 or cfg.max_tokens < 1 or cfg.temperature <= 0:
@@ -163,6 +174,34 @@ def packed_block(blk: Block, x: torch.Tensor, seq: torch.Tensor, dest: torch.Ten
     return blk.ln2(h + blk.drop(blk.ff(h)))
 
 
+def local_block(blk: Block, x: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+    """One block over (U, P, d) item tokens, each attending to the tokens of its own item only."""
+    attend = present.clone()
+    attend[:, 0] = True  # an item without tokens (padding) attends to its empty slot 0: no all-masked row
+    return blk(x, causal=False, key_pad=None if attend.all() else ~attend)
+
+
+def cls_block(blk: Block, c: torch.Tensor, x: torch.Tensor, inv: torch.Tensor, pos: torch.Tensor,
+              sees: torch.Tensor) -> torch.Tensor:
+    """One block for the N CLS vectors only: each attends to itself and to the tokens of its history's items.
+    c (N, d) CLS inputs; x (U, P, d) item token inputs; inv (N, H) row of each history item in x; pos (H, d)
+    item-position embeddings (added to a token's input, so linear in its keys and values); sees (N, H * P)."""
+    N, D = c.shape
+    H, dh = blk.heads, c.shape[1] // blk.heads
+    w, b = blk.qkv.weight, blk.qkv.bias  # (3D, D), (3D,): query, key, value rows
+    q = F.linear(c, w[:D], b[:D])  # (N, D)
+    kv_items = F.linear(x, w[D:], b[D:])  # (U, P, 2D) keys and values of every item's tokens
+    kv_pos = F.linear(pos, w[D:])  # (H, 2D): the item-position part
+    kv = (kv_items[inv] + kv_pos[None, :, None, :]).flatten(1, 2)  # (N, H * P, 2D)
+    kv = torch.cat([F.linear(c, w[D:], b[D:])[:, None], kv], 1)  # (N, 1 + H * P, 2D): the CLS itself first
+    k, v = kv.view(N, -1, 2, H, dh).permute(2, 0, 3, 1, 4)  # 2 x (N, heads, T, dh)
+    attend = torch.cat([sees.new_ones(N, 1), sees], 1)[:, None, None, :]  # (N, 1, 1, T)
+    a = F.scaled_dot_product_attention(q.view(N, H, 1, dh), k, v, attn_mask=attend,
+                                       dropout_p=blk.attn_dropout if blk.training else 0.0)
+    h = blk.ln1(c + blk.drop(blk.proj(a.reshape(N, D))))
+    return blk.ln2(h + blk.drop(blk.ff(h)))
+
+
 def _round_up(n: int, k: int) -> int:
     return (n + k - 1) // k * k
 
@@ -213,7 +252,7 @@ class RecformerTeacher(Recommender):
         self.embed = None if cfg.frozen_layers else TokenEmbeddings(bert.embeddings, cfg.dropout)
         self.blocks = nn.ModuleList(block_from_bert(layer, bc.num_attention_heads, cfg.dropout)
                                     for layer in bert.encoder.layer[cfg.frozen_layers:])
-        self.type_emb = nn.Embedding(2 * len(cfg.fields), d)
+        self.type_emb = nn.Embedding(2 * len(cfg.fields) + 1, d)  # key / value per field, + the summary token
         self.item_pos = nn.Embedding(cfg.max_items, d)
         nn.init.zeros_(self.type_emb.weight)  # zero: at the start the upper layers see exactly the PLM's states
         nn.init.zeros_(self.item_pos.weight)
@@ -305,14 +344,29 @@ class RecformerTeacher(Recommender):
         return self.embed(self.bank.ids[pk.items, pk.p_idx], self.bank.pos[pk.items, pk.p_idx])
 
     def encode_histories(self, hist: torch.Tensor, mlm: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(N, H) histories -> ((N, d) CLS outputs, masked-LM loss when `mlm`)."""
+        """(N, H) histories, most recent item first (0 = none) -> ((N, d) CLS outputs, masked-LM loss if `mlm`)."""
+        if self.cfg.attention == "item_local":
+            return self._encode_item_local(hist, mlm)
+        return self._encode_full(hist, mlm)
+
+    def _mask_tokens(self, x: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Masked-LM input: `mlm_prob` of the real word tokens (not the summary token), at most `mlm_max_tokens`
+        of them (each costs a vocabulary-wide softmax), -> the mask vector."""
+        r = torch.rand(ids.shape, device=x.device)
+        masked = (r < self.cfg.mlm_prob) & (ids > 0)
+        if int(masked.sum()) > self.cfg.mlm_max_tokens:  # keep the lowest draws: a uniform subset
+            masked &= r <= r[masked].kthvalue(self.cfg.mlm_max_tokens).values
+        return torch.where(masked[..., None], self.mask_vec.to(x.dtype), x), masked
+
+    def _encode_full(self, hist: torch.Tensor, mlm: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Every token attends to every token of its history (tokens packed, see `packed_block`)."""
         pk = self.pack(hist)
         x = self.token_inputs(pk)  # (M, d)
-        masked = None
+        ids = self.bank.ids[pk.items, pk.p_idx]  # (M,)
         if mlm:
-            masked = torch.rand(len(x), device=x.device) < self.cfg.mlm_prob  # (M,)
-            x = torch.where(masked[:, None], self.mask_vec.to(x.dtype), x)
-        x = x + self.type_emb(self.bank.types[pk.items, pk.p_idx]) + self.item_pos(pk.h_idx)
+            x, masked = self._mask_tokens(x, ids)
+        extra = self.type_emb(self.bank.types[pk.items, pk.p_idx]) + self.item_pos(pk.h_idx)  # (M, d)
+        x = x + self.cfg.embedding_scale * extra
         ar = torch.arange(pk.N, device=x.device)
         x = torch.cat([self.cls.expand(pk.N, -1), x])  # (N + M, d): the N CLS tokens first
         seq, dest = torch.cat([ar, pk.n_idx]), torch.cat([torch.zeros_like(ar), pk.dest])
@@ -323,8 +377,38 @@ class RecformerTeacher(Recommender):
                 h = packed_block(blk, h, seq, dest, rows, T, attend)
         h = h.float()
         M = len(pk.n_idx)
-        loss = self._mlm_loss(h[pk.N:pk.N + M][masked], self.bank.ids[pk.items, pk.p_idx][masked]) if mlm else None
+        loss = self._mlm_loss(h[pk.N:pk.N + M][masked], ids[masked]) if mlm else None
         return h[:pk.N], loss
+
+    def _encode_item_local(self, hist: torch.Tensor, mlm: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Tokens attend within their own item only, so an item's token states are computed once per batch for
+        every history that holds it; the CLS attends to all tokens of its history, each seen with its item's
+        position. With one trained layer the CLS output is exactly that of full attention (the CLS reads the
+        layer's inputs, which no other item has touched yet)."""
+        uniq, inv = torch.unique(hist, return_inverse=True)  # (U,), (N, H)
+        P = self.bank.mask.shape[1]
+        present = self.bank.mask[uniq] & (uniq > 0)[:, None]  # (U, P)
+        if self.embed is None:
+            x = self.bank.states[uniq].to(self.cls.dtype)  # (U, P, d)
+        else:
+            x = self.embed(self.bank.ids[uniq], self.bank.pos[uniq])
+        ids = self.bank.ids[uniq]  # (U, P)
+        if mlm:
+            x, masked = self._mask_tokens(x, ids.masked_fill(~present, 0))
+        x = x + self.cfg.embedding_scale * self.type_emb(self.bank.types[uniq])
+        pos = self.cfg.embedding_scale * self.item_pos.weight[:hist.shape[1]]  # (H, d)
+        sees = present[inv].flatten(1)  # (N, H * P) tokens each history's CLS reads, most recent first
+        sees = sees & (sees.cumsum(1) <= self.cfg.max_tokens)  # the oldest tokens cut first
+        c = self.cls.expand(len(hist), -1)  # (N, d)
+        with self._autocast():
+            x, c = self.drop(x), self.drop(c)
+            for i, blk in enumerate(self.blocks):
+                c_next = cls_block(blk, c, x, inv, pos, sees)
+                if i + 1 < len(self.blocks) or mlm:
+                    x = local_block(blk, x, present)
+                c = c_next
+        loss = self._mlm_loss(x.float()[masked], ids[masked]) if mlm else None
+        return c.float(), loss
 
     def _mlm_loss(self, h: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         """Cross-entropy of the masked tokens' ids, decoded with the (tied) PLM word embeddings."""
@@ -361,11 +445,14 @@ class RecformerTeacher(Recommender):
         return Encoded(reps, batch.targets[rows, cols], batch.instance_ids[rows, cols], batch.users[rows])
 
     def own_loss(self, enc: Encoded) -> torch.Tensor:
-        table = self._table()
-        if self.cfg.item_grad == "batch":  # the batch's targets encoded live: the item side gets gradients
-            uniq = enc.targets.unique()
-            table = table.index_put((uniq,), F.normalize(self.item_reps(uniq), dim=1))
-        logits = F.normalize(enc.reps, dim=1) @ table[1:].T / self.cfg.temperature  # (N, n_items)
+        """Cross-entropy over all items against the table frozen within the epoch ("table", Recformer's stage 1)
+        or against every item re-encoded with gradients at this step ("live")."""
+        if self.cfg.finetune_loss == "live":
+            items = torch.arange(1, self.n_items + 1, device=enc.reps.device)
+            table = F.normalize(self.item_reps(items), dim=1)  # (n_items, d)
+        else:
+            table = self._table()[1:]
+        logits = F.normalize(enc.reps, dim=1) @ table.T / self.cfg.temperature  # (N, n_items)
         return F.cross_entropy(logits, enc.targets - 1)
 
     def candidate_scores(self, enc: Encoded, candidates: torch.Tensor) -> torch.Tensor:
@@ -423,7 +510,7 @@ def make_bank(cfg: RecformerConfig, ds: SeqDataset, tok, bert, plm_id: str, cach
               log=log_stderr) -> ItemBank:
     """Tokenize `ds`'s items (and cache their frozen-layer states) for the model to read."""
     tokens = tokenize_items(ds, tok, cfg.fields, cfg.tail_fields, cfg.key_tokens,
-                            cfg.context_tokens if cfg.frozen_layers else 0)
+                            cfg.context_tokens if cfg.frozen_layers else 0, cfg.summary_token)
     empty = int((~tokens.mask[1:].any(1)).sum())
     if empty:
         log(f"recformer: {empty} of {ds.n_items} items of {ds.name} have no text; they all look the same")
@@ -561,7 +648,7 @@ def _save(path: Path, obj) -> None:
     tmp.replace(path)
 
 
-COMPATIBLE_KEYS = ("fields", "key_tokens", "frozen_layers", "max_items")
+COMPATIBLE_KEYS = ("fields", "key_tokens", "summary_token", "frozen_layers", "max_items", "attention", "embedding_scale")
 
 
 def load_pretrained(model: RecformerTeacher, path: str | Path) -> None:

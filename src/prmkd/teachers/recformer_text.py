@@ -38,6 +38,7 @@ class ItemTokens:
     pos: np.ndarray  # (n_items + 1, P) int64 position of the token in the item's own PLM input
     mask: np.ndarray  # (n_items + 1, P) bool: a kept token is there
     inputs: list[list[int]]  # per item, the PLM input ids ([CLS] ... [SEP]) the frozen layers read
+    summary: bool = False  # slot 0 of every item is its summary token (id 0, type 2 * n_fields, pos -1)
 
     @property
     def tokens_per_item(self) -> int:
@@ -61,19 +62,24 @@ def _key_ids(tok, field: str) -> list[int]:
 
 
 def tokenize_items(ds, tok, fields: dict[str, int], tail_fields: list[str], key_tokens: bool,
-                   context_tokens: int) -> ItemTokens:
-    """Key-value tokens of every item of `ds`. `context_tokens` = 0: the PLM reads the kept tokens only."""
+                   context_tokens: int, summary: bool = False) -> ItemTokens:
+    """Key-value tokens of every item of `ds`. `context_tokens` = 0: the PLM reads the kept tokens only.
+    `summary`: every item also gets a first token whose state is the mean of all its input tokens' states after
+    the frozen layers (MiniLM's sentence embedding is such a mean): it tells apart items whose few kept tokens
+    coincide (on Scientific, 689 of 4,385 items share their 8 kept tokens with another item)."""
     names = list(fields)
     values = field_values(ds, names)
     pieces = {f: tok([v or "" for v in vals], add_special_tokens=False)["input_ids"] for f, vals in values.items()}
     keys = {f: _key_ids(tok, f) if key_tokens else [] for f in names}
-    P = sum(len(keys[f]) + k for f, k in fields.items() if f in values)
+    P = sum(len(keys[f]) + k for f, k in fields.items() if f in values) + int(summary)
     n = ds.n_items + 1
     ids, types, pos = (np.zeros((n, P), dtype=np.int64) for _ in range(3))
     mask = np.zeros((n, P), dtype=bool)
     inputs: list[list[int]] = [[]]
     for i in range(1, n):
-        inp, kept = [tok.cls_token_id], []  # kept: (position in inp, token type)
+        inp, kept = [tok.cls_token_id], []  # kept: (position in inp, token type); -1 = the summary token
+        if summary:
+            kept.append((-1, 2 * len(names)))
         for fi, f in enumerate(names):
             if f not in values or not pieces[f][i]:
                 continue
@@ -89,8 +95,8 @@ def tokenize_items(ds, tok, fields: dict[str, int], tail_fields: list[str], key_
         inp.append(tok.sep_token_id)
         inputs.append(inp)
         for j, (p, t) in enumerate(kept):
-            ids[i, j], types[i, j], pos[i, j], mask[i, j] = inp[p], t, p, True
-    return ItemTokens(ids, types, pos, mask, inputs)
+            ids[i, j], types[i, j], pos[i, j], mask[i, j] = inp[p] if p >= 0 else 0, t, p, True
+    return ItemTokens(ids, types, pos, mask, inputs, summary)
 
 
 def _lower_layers(bert, frozen_layers: int):
@@ -143,9 +149,11 @@ def item_states(bert, tokens: ItemTokens, frozen_layers: int, path: Path | None 
     n, P = tokens.ids.shape
     out = np.zeros((n, P, d), dtype=np.float16)
     states = lower_states(bert, frozen_layers, tokens.inputs[1:], log=log)
-    for i, h in enumerate(states, 1):
-        m = tokens.mask[i]
+    for i, h in enumerate(states, 1):  # h: (len_i, d)
+        m = tokens.mask[i] & (tokens.pos[i] >= 0)
         out[i, m] = h[torch.from_numpy(tokens.pos[i, m])].numpy()
+        if tokens.summary:
+            out[i, 0] = h.mean(0).numpy()
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp.npy")

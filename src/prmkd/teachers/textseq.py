@@ -219,6 +219,10 @@ class TextSeqTeacher(Recommender):
                 p.requires_grad_(False)
 
 
+# options that only shape fine-tuning: changing them reuses the same pre-training
+FINETUNE_ONLY = ("id_embedding", "freeze_transformer", "loss")
+
+
 # --------------------------------------------------------------------------------------------------
 # building, pre-training and transfer (shared by the UniSRec- and UniM2Rec-style family modules)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .textseq import TextSeqConfig, build, load_pretrained, pretrain  # noqa: F401  (the family interface)
+from .textseq import FINETUNE_ONLY, TextSeqConfig, build, load_pretrained, pretrain  # noqa: F401  (interface)
 
 SIMILARITY = "cos"
 
