@@ -1,0 +1,78 @@
+"""Helpers shared by the benchmark scripts: the results-file header (DESIGN section 8) and small utilities.
+
+Not a library module: the scripts put this folder on sys.path by being run as `python benchmarks/<script>.py`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shlex
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]  # the repository root
+RESULTS = ROOT / "benchmarks" / "results"
+DATA = Path(os.environ.get("PRMKD_SHARED", ROOT.parent / "shared")) / "data" / "Scientific_UniSRec"
+
+SHARED_MACHINE_NOTE = (
+    "2-core CPU machine shared with other developers' jobs while this ran: absolute timings drift from run to "
+    "run; only ratios measured side by side in one invocation of one script are meant to be compared.")
+
+
+def command_line() -> str:
+    """The exact command that is running, as typed from the repository root."""
+    return " ".join(["python", *(shlex.quote(a) for a in sys.argv)])
+
+
+def load_average() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def header(extra_machine: dict | None = None) -> dict:
+    """command / commit / date / machine, as DESIGN section 8 asks."""
+    from prmkd.env import git_commit, machine, now
+
+    m = machine()
+    m.update({"shared": True, "note": SHARED_MACHINE_NOTE, "load_average_at_start": load_average()})
+    m.update(extra_machine or {})
+    return {"command": command_line(), "commit": git_commit(ROOT), "date": now(), "machine": m}
+
+
+def write_json(path: Path, obj: dict) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=_plain) + "\n")
+    tmp.replace(path)
+    print(f"wrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}", flush=True)
+
+
+def _plain(x):
+    import numpy as np
+
+    if isinstance(x, np.integer):
+        return int(x)
+    if isinstance(x, np.floating):
+        return float(x)
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, Path):
+        return str(x)
+    raise TypeError(f"not JSON serialisable: {type(x)}")
+
+
+def mean_std(values: list[float]) -> dict:
+    """Mean and sample standard deviation (ddof=1; 0 for a single value)."""
+    n = len(values)
+    mean = sum(values) / n
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
+    return {"mean": round(mean, 6), "std": round(std, 6), "n": n, "values": [round(v, 6) for v in values]}
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
