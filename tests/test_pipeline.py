@@ -129,3 +129,11 @@ def test_pipeline_killed_midway_resumes_to_the_same_results(tmp_path):
     assert rerun.returncode == 0, out
     assert "parameters ->" not in out  # no model was (re)built for training
     assert metrics_by_run(tmp_path / "killed" / "summary.json") == a
+
+
+def test_run_rejects_an_unknown_teacher_name(tmp_path):
+    config = write_config(tmp_path, "names", tmp_path / "cache")
+    out = subprocess.run([sys.executable, "-m", "prmkd.cli", "run", str(config), "--teachers", "nosuch"], cwd=REPO,
+                         capture_output=True, text=True)
+    assert out.returncode == 2
+    assert "--teachers: no teacher named 'nosuch'" in out.stderr and "Traceback" not in out.stderr

@@ -102,6 +102,27 @@ def test_pipeline_pretrain_finetune_export_and_reuse(work):
     assert "pre-training already done" in joined and "already finished" in joined and "already exported" in joined
 
 
+def test_text_and_image_teacher_shares_the_text_pretraining(work):
+    """Sources without images: the UniM2Rec-style teacher's pre-training is the UniSRec-style one's (same key,
+    one run in a shared folder); its image side starts fresh at fine-tuning, on a target with images."""
+    target = tiny_domain(work, "mm-target", 5, with_images=True)
+    source = tiny_domain(work, "mm-source", 6)
+    tc = TrainConfig(epochs=1, patience=5, batch_size=16, progress=False)
+    common = dict(data=target, sources=[source], pretrain=tc, train=tc, pretrain_dir=str(work / "shared-pre"))
+    logs = []
+    build_teacher(TeacherRunConfig(family="unisrec", teacher=dict(TINY), out=str(work / "mm-uni"), **common),
+                  log=logs.append)
+    assert "pre-training unisrec" in "\n".join(logs)
+    logs.clear()
+    folder = build_teacher(TeacherRunConfig(family="unim2rec", teacher=dict(TINY), out=str(work / "mm-m2"),
+                                            **common), log=logs.append)
+    assert "pre-training already done" in "\n".join(logs)
+    assert len(list((work / "shared-pre").iterdir())) == 1
+    res = json.loads((work / "mm-m2" / "finetune" / "results.json").read_text())
+    assert res["pretraining"]["pretrained"] is True
+    assert TeacherCache(folder, prepare(target, log=None)).manifest["family"] == "unim2rec"
+
+
 def test_load_pretrained_copies_the_shared_weights(work):
     from prmkd.teachers.textseq import load_pretrained
 

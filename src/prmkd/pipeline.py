@@ -88,8 +88,9 @@ def load_pipeline(path: str | Path, overrides: list[str] | None = None) -> Pipel
 
 
 class Pipeline:
-    def __init__(self, cfg: PipelineConfig, log=None, command: str = ""):
+    def __init__(self, cfg: PipelineConfig, log=None, command: str = "", only_teachers: list[str] | None = None):
         self.cfg = cfg
+        self.only_teachers = only_teachers  # build (or reuse) only these teachers in this process
         self.log = log or (lambda m: print(m, file=sys.stderr, flush=True))
         self.out = Path(cfg.out) if cfg.out else Path("runs") / cfg.name
         self.command = command
@@ -122,10 +123,12 @@ class Pipeline:
     def stage_teachers(self) -> None:
         for spec in self.cfg.teachers:
             name = spec.name or spec.family
+            if self.only_teachers is not None and name not in self.only_teachers:
+                continue
             tcfg = TeacherRunConfig(family=spec.family, name=name, teacher=spec.teacher, data=self.cfg.data,
                                     sources=spec.sources, pretrain=spec.pretrain, train=spec.train,
                                     eval=self.cfg.eval, out=str(self.out / "teachers" / name),
-                                    cache_dtype=spec.cache_dtype)
+                                    cache_dtype=spec.cache_dtype, pretrain_dir=str(self.out / "pretrain"))
             self.log(f"== teacher {name} ({spec.family})")
             folder = build_teacher(tcfg, log=self.log)
             self.caches[name] = folder

@@ -11,12 +11,21 @@ def _log(msg: str) -> None:
 
 
 def cmd_run(args) -> None:
+    from .errors import ConfigError
     from .pipeline import STAGES, Pipeline, check_stages, load_pipeline
 
     cfg = load_pipeline(args.config, args.overrides)
     stages = check_stages(args.stages) if args.stages else list(STAGES)
     command = "prmkd " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    path = Pipeline(cfg, _log, command).run(stages)
+    only = None
+    if args.teachers is not None:
+        names = [t.name or t.family for t in cfg.teachers]
+        only = [] if args.teachers == ["none"] else args.teachers
+        bad = [n for n in only if n not in names]
+        if bad:
+            raise ConfigError(f"--teachers: no teacher named '{bad[0]}' in {args.config} (its teachers: "
+                              f"{', '.join(names) or 'none'})")
+    path = Pipeline(cfg, _log, command, only_teachers=only).run(stages)
     print(path)
 
 
@@ -38,6 +47,9 @@ def register(sub) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--stages", nargs="+", help="only these stages (teachers are always built or reused): "
                                                "baselines distill ablations universality sweeps efficiency report")
+    p.add_argument("--teachers", nargs="+", metavar="NAME",
+                   help="build (or reuse) only these teachers in this process ('none': no teacher), e.g. to "
+                        "build teachers in parallel processes; later stages use the teachers built here")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("sweep", help="sweep one PRM-KD parameter (reusing the teacher caches); feeds the report")

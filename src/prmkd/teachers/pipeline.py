@@ -50,6 +50,8 @@ class TeacherRunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     out: str = ""  # default runs/teachers/<name>-<target dataset>
     cache_dtype: str = "float32"  # float32 | float16
+    pretrain_dir: str = ""  # where pre-training runs go, one folder per key (default: out/pretrain); teachers
+    # whose pre-training is the same computation (same key) then share it
 
 
 def teacher_config(cfg: TeacherRunConfig):
@@ -78,11 +80,15 @@ def run_pretrain(cfg: TeacherRunConfig, log=print) -> tuple[Path | None, dict]:
         return None, {"pretrained": False}
     mod, tcfg = teacher_config(cfg)
     sources = [prepare(s, log=log) for s in cfg.sources]
-    shared = {k: v for k, v in to_dict(tcfg).items() if k not in getattr(mod, "FINETUNE_ONLY", ())}
-    key = _hash({"family": cfg.family, "teacher": shared, "sources": [s.fingerprint for s in sources],
+    if hasattr(mod, "pretrain_options"):  # what the pre-training computation depends on
+        family, shared = mod.pretrain_options(tcfg, sources)
+    else:
+        family = cfg.family
+        shared = {k: v for k, v in to_dict(tcfg).items() if k not in getattr(mod, "FINETUNE_ONLY", ())}
+    key = _hash({"family": family, "teacher": shared, "sources": [s.fingerprint for s in sources],
                  "train": _train_key(cfg.pretrain)})
     target = prepare(cfg.data, log=log)
-    folder = out_dir(cfg, target) / "pretrain"
+    folder = Path(cfg.pretrain_dir) / f"{family}-{key}" if cfg.pretrain_dir else out_dir(cfg, target) / "pretrain"
     done = folder / "done.json"
     if done.exists() and json.loads(done.read_text()).get("key") == key:
         rec = json.loads(done.read_text())

@@ -234,6 +234,22 @@ def build(cfg: TextSeqConfig, ds: SeqDataset, cache_dir) -> TextSeqTeacher:
     return TextSeqTeacher(cfg, ds.n_items, ds.max_len, domain_features(ds, cfg.modalities, text))
 
 
+def pretrained_modalities(cfg: TextSeqConfig, sources: list[SeqDataset]) -> list[str]:
+    """The modalities pre-training can learn from: text, and a feature that at least one source has (Games has
+    no images, so a text + image teacher pre-trains its text side only; its image side starts at fine-tuning)."""
+    return [m for m in cfg.modalities if m == "text" or any(m in s.features for s in sources)]
+
+
+def pretrain_options(cfg: TextSeqConfig, sources: list[SeqDataset]) -> tuple[str, dict]:
+    """(family, options) that decide the pre-training computation. The UniSRec- and UniM2Rec-style families
+    share this code, so with the same options and sources they share one pre-training run."""
+    from ..config import to_dict
+
+    opts = {k: v for k, v in to_dict(cfg).items() if k not in FINETUNE_ONLY}
+    opts["modalities"] = pretrained_modalities(cfg, sources)
+    return "unisrec", opts
+
+
 def pretrain(cfg: TextSeqConfig, sources: list[SeqDataset], train_cfg, out_dir, cache_dir, log=print):
     """Pre-train the domain-shared parts on the source domains (no item IDs; in-batch negatives across
     domains), early-stopped on the sources' validation split; returns the path of the shared weights."""
@@ -246,6 +262,7 @@ def pretrain(cfg: TextSeqConfig, sources: list[SeqDataset], train_cfg, out_dir, 
     from .plm import item_text_embeddings
 
     out_dir = Path(out_dir)
+    cfg = replace(cfg, modalities=pretrained_modalities(cfg, sources))
     multi = concat_datasets(sources)
     feats: dict[str, list] = {m: [] for m in cfg.modalities}
     for ds in sources:
@@ -265,7 +282,11 @@ def pretrain(cfg: TextSeqConfig, sources: list[SeqDataset], train_cfg, out_dir, 
 def load_pretrained(model: TextSeqTeacher, path) -> None:
     state = torch.load(path, map_location="cpu", weights_only=True)
     missing, unexpected = model.load_state_dict(state, strict=False)
-    bad = [k for k in missing if not k.startswith("id_emb.")] + list(unexpected)
+    # the ID table is per domain; a modality no source had (and the fusion over modalities) starts fresh
+    fresh = ("id_emb.", "fusion_gate.", *(f"{p}.{m}" for m in model.cfg.modalities
+                                           for p in ("adaptors", "missing", "inputs")
+                                           if not any(k.startswith(f"adaptors.{m}.") for k in state)))
+    bad = [k for k in missing if not k.startswith(fresh)] + list(unexpected)
     if bad:
         raise PrmkdError(f"{path}: pre-trained weights do not fit this teacher (e.g. '{bad[0]}'); "
                          f"were they made with other modalities or sizes?")

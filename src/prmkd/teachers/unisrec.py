@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .textseq import FINETUNE_ONLY, TextSeqConfig, build, load_pretrained, pretrain  # noqa: F401  (interface)
+from .textseq import (  # noqa: F401  (interface)
+    FINETUNE_ONLY, TextSeqConfig, build, load_pretrained, pretrain, pretrain_options)
 
 SIMILARITY = "cos"
 

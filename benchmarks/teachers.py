@@ -1,0 +1,130 @@
+"""The three teachers on Scientific_UniSRec, with and without pre-training on Games_LLMRank, and what each
+lever of the UniSRec-style teacher contributes (a small ablation table).
+
+Run from the repository root (prmkd's virtualenv active):
+
+    python benchmarks/teachers.py                  # every variant (finished ones are reused)
+    python benchmarks/teachers.py --only unisrec   # variants whose name starts with this
+
+Teachers are the ones of configs/scientific.toml (same options, same evaluation); a variant changes one thing.
+Pre-trained variants share the pipeline's pre-training folder (runs/scientific/pretrain), and the three main
+teachers are built in the pipeline's own folders, so `prmkd run configs/scientific.toml` reuses them (and this
+script reuses what the pipeline built). Cost against SASRec (inference memory, per-user latency, training step)
+is measured side by side by the pipeline's efficiency stage; it is copied here from
+runs/scientific/efficiency.json when that exists. Output: benchmarks/results/teachers_scientific.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import RESULTS, ROOT, header, log, write_json  # noqa: E402
+
+CONFIG = ROOT / "configs" / "scientific.toml"
+PIPE = ROOT / "runs" / "scientific"
+BENCH = ROOT / "runs" / "teachers-bench"
+
+# name -> (base teacher of the config, pre-trained?, teacher option changes, what it tests)
+PRETRAIN_CHANGES = {"unisrec-pretrain8": {"epochs": 8, "patience": 2}}
+VARIANTS = {
+    "unisrec": ("unisrec", True, {}, "chosen UniSRec-style teacher: inductive (text only), pre-trained on Games"),
+    "unisrec-nopretrain": ("unisrec", False, {}, "same, no pre-training"),
+    "unisrec-transductive": ("unisrec", True, {"id_embedding": True}, "text + item ID embedding (transductive)"),
+    "unisrec-transductive-nopretrain": ("unisrec", False, {"id_embedding": True}, "transductive, no pre-training"),
+    "unisrec-pretrain8": ("unisrec", True, {}, "pre-trained for 8 epochs only (the config: up to 40, patience 3)"),
+    "unisrec-linear": ("unisrec", True, {"experts": 1}, "one whitening expert instead of the 8-expert MoE adaptor"),
+    "unisrec-frozen-transformer": ("unisrec", True, {"freeze_transformer": True},
+                                   "fine-tune the adaptor only (transformer frozen after pre-training)"),
+    "recformer": ("recformer", True, {}, "Recformer-style teacher (CPU configuration), pre-trained on Games"),
+    "recformer-nopretrain": ("recformer", False, {}, "same, no pre-training (MiniLM weights only)"),
+    "unim2rec": ("unim2rec", True, {}, "UniM2Rec-style teacher (ID + text + image), pre-trained on Games"),
+    "unim2rec-nopretrain": ("unim2rec", False, {}, "same, no pre-training"),
+    "unim2rec-inductive": ("unim2rec", True, {"id_embedding": False}, "text + image, no item ID embedding"),
+}
+
+
+def teacher_run(name: str):
+    from prmkd.pipeline import load_pipeline
+    from prmkd.teachers.pipeline import TeacherRunConfig
+
+    cfg = load_pipeline(CONFIG)
+    base, pretrained, changes, _ = VARIANTS[name]
+    spec = next(t for t in cfg.teachers if (t.name or t.family) == base)
+    main = name == base  # the pipeline's own teacher: built where the pipeline keeps it
+    out = PIPE / "teachers" / base if main else BENCH / name
+    pre = replace(spec.pretrain, **PRETRAIN_CHANGES.get(name, {}))
+    return TeacherRunConfig(family=spec.family, name=name, teacher={**spec.teacher, **changes}, data=cfg.data,
+                            sources=spec.sources if pretrained else [], pretrain=pre, train=spec.train,
+                            eval=cfg.eval, out=str(out), cache_dtype=spec.cache_dtype,
+                            pretrain_dir=str(PIPE / "pretrain"))
+
+
+def run_variant(name: str) -> dict:
+    from prmkd.teachers.pipeline import run_export, run_finetune, run_pretrain
+
+    tcfg = teacher_run(name)
+    t0 = time.time()
+    pre, rec = run_pretrain(tcfg, log)
+    model, ds, res = run_finetune(tcfg, pre, rec, log)
+    if name == VARIANTS[name][0]:
+        run_export(replace(tcfg, name=name), model, ds, res, log)
+    t = res["timing"]
+    return {"variant": name, "family": tcfg.family, "what": VARIANTS[name][3], "pretrained": bool(tcfg.sources),
+            "teacher": res["config"]["teacher"], "parameters": res["parameters"],
+            "metrics": res["metrics"],
+            "seconds": {"pretrain_train": rec.get("train_seconds"), "pretrain_epochs": rec.get("epochs"),
+                        "finetune_train": t.get("train_seconds"), "finetune_epochs": t.get("epochs"),
+                        "best_epoch": t.get("best_epoch"), "inputs": res.get("inputs_seconds")},
+            "pretraining_key": rec.get("key") or (Path(rec["weights"]).parent.name if rec.get("weights") else None),
+            "run_dir": str(Path(tcfg.out) / "finetune"), "script_seconds_this_variant": round(time.time() - t0, 1)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", default="", help="run the variants whose name starts with this")
+    args = ap.parse_args()
+    path = RESULTS / "teachers_scientific.json"
+    old = json.loads(path.read_text()) if path.exists() else {}
+    rows = {r["variant"]: r for r in old.get("variants", [])}
+    for name in VARIANTS:
+        if name.startswith(args.only):
+            log(f"== {name}")
+            rows[name] = run_variant(name)
+    sasrec = _sasrec_reference()
+    for r in rows.values():
+        if sasrec:
+            r["vs_sasrec_test_ndcg@10"] = round(r["metrics"]["test"]["ndcg@10"] / sasrec["ndcg@10"] - 1, 4)
+    eff = PIPE / "efficiency.json"
+    out = {**header(), "dataset": "Scientific_UniSRec", "source_domain": "Games_LLMRank", "config": str(CONFIG),
+           "evaluation": "full ranking over all items, leave-one-out, unmasked, pessimistic ties (prmkd.evaluate)",
+           "sasrec_reference": sasrec,
+           "variants": [rows[n] for n in VARIANTS if n in rows],
+           "cost_vs_sasrec": json.loads(eff.read_text()) if eff.exists() else None,
+           "notes": [
+               "Each variant changes one thing from the teacher of configs/scientific.toml; pre-trained variants "
+               "with the same pre-training options share one pre-training run (the UniSRec- and UniM2Rec-style "
+               "teachers pre-train the same text-side computation: Games has no image features).",
+               "Training seconds are wall clock on a shared 2-core CPU (1 torch thread per process, 2-3 processes "
+               "at once): indicative only.",
+               "Recformer-style pre-training is bounded by time (pretrain_minutes), so its step count depends on "
+               "the machine's load; see its pretrain record for the steps done."]}
+    write_json(path, out)
+
+
+def _sasrec_reference() -> dict | None:
+    """Plain SASRec's mean test metrics over the pipeline's seeds, when the pipeline has run them."""
+    runs = sorted((PIPE / "baselines").glob("sasrec-seed*/results.json"))
+    if not runs:
+        return None
+    ms = [json.loads(p.read_text())["metrics"]["test"] for p in runs]
+    return {k: round(sum(m[k] for m in ms) / len(ms), 6) for k in ms[0]} | {"seeds": len(ms)}
+
+
+if __name__ == "__main__":
+    main()
