@@ -12,8 +12,9 @@ git-ignored folder under .prmkd/ (RecBole's `benchmark_filename: [train, valid, 
 `alias_of_item_id: [item_id_list]`, `load_col: {inter: [user_id, item_id_list, item_id]}`).
 
 Both get the same model and training settings: hidden size, 2 layers, 2 heads, inner size 256, dropout (hidden
-and attention), GELU, LayerNorm eps 1e-12, N(0, 0.02) init, max sequence length 50, batch 512 (prmkd: sequences
-with every position an instance; RecBole: prefix rows), Adam lr 1e-3, cross-entropy over all items, full
+and attention), GELU, LayerNorm eps 1e-12, N(0, 0.02) init, max sequence length 50, batch of about 512
+training instances (RecBole: 512 prefix rows; prmkd: 128 sequences, every position an instance, 34,101 / 8,442
+= 4.04 instances per sequence, batched by similar length: `--batch-sequences`, `--bucket`), Adam lr 1e-3, cross-entropy over all items, full
 ranking, validation NDCG@10 for early stopping with the same patience (RecBole stops after stopping_step + 1
 evaluations without gain, so stopping_step = patience - 1), the same torch thread count. For each seed the two
 run one after the other in this one invocation (the order alternates between seeds), so they see the same
@@ -109,7 +110,7 @@ def run_prmkd(args, seed: int, ds) -> dict:
     torch.set_num_threads(args.threads)
     model = {"name": "sasrec", "hidden_size": args.hidden_size, "layers": 2, "heads": 2, "inner_size": 256,
              "dropout": args.dropout, "attn_dropout": args.dropout}
-    train = TrainConfig(epochs=args.epochs, batch_size=512, lr=args.lr, weight_decay=args.weight_decay,
+    train = TrainConfig(epochs=args.epochs, batch_size=args.batch_sequences, bucket=args.bucket, lr=args.lr, weight_decay=args.weight_decay,
                         patience=args.patience, seed=seed, device="cpu", threads=args.threads, progress=False,
                         max_minutes=args.max_minutes)
     out = ROOT / "runs" / "bench" / "recbole_side_by_side" / f"prmkd-sasrec-seed{seed}"
@@ -197,6 +198,10 @@ def main(argv=None) -> int:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--weight-decay", type=float, default=0.0)
     p.add_argument("--patience", type=int, default=5)
+    p.add_argument("--batch-sequences", type=int, default=128,
+                   help="prmkd's batch in sequences (every position an instance): 128 sequences hold about 517 "
+                        "training instances on Scientific (34,101 / 8,442 per sequence), RecBole's 512 rows")
+    p.add_argument("--bucket", type=int, default=20, help="prmkd: length-bucketed batches (0 = off)")
     p.add_argument("--epochs", type=int, default=100)
     p.add_argument("--max-minutes", type=float, default=45.0, help="training-time budget per run, both frameworks")
     args = p.parse_args(argv)
@@ -276,7 +281,11 @@ def main(argv=None) -> int:
                                   "refuses by default (weights_only=True); the driver sets "
                                   "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 for RecBole's process only (its own checkpoint)."},
         "settings": {"hidden_size": args.hidden_size, "layers": 2, "heads": 2, "inner_size": 256,
-                     "dropout": args.dropout, "attn_dropout": args.dropout, "batch_size": 512, "lr": args.lr,
+                     "dropout": args.dropout, "attn_dropout": args.dropout,
+                     "batch_size": {"recbole_rows": 512, "prmkd_sequences": args.batch_sequences,
+                                    "prmkd_bucket": args.bucket,
+                                    "prmkd_mean_instances_per_batch": round(args.batch_sequences * 34101 / 8442, 1)},
+                     "lr": args.lr,
                      "weight_decay": args.weight_decay, "max_len": 50, "loss": "cross-entropy over all items",
                      "patience": args.patience, "epochs_cap": args.epochs, "max_minutes": args.max_minutes,
                      "torch_threads": args.threads, "seeds": args.seeds},

@@ -1,8 +1,9 @@
 """Cost of teachers and students measured side by side in one process (the paper's Table 4).
 
-- training speed: seconds per training step of each model on the same batches (distillation included for
-  the distilled student), steps interleaved round-robin so every model sees the same machine load;
-  reported per epoch (seconds per step x steps per epoch) and as a ratio to plain SASRec;
+- training speed: seconds per training step of each model over the first batches of its own epoch (its run's
+  batch size and length bucketing; the plain and the distilled student see identical batches), distillation
+  included for the distilled student, models interleaved round by round so all see the same machine load;
+  reported per epoch (seconds per step x steps per epoch, validation excluded) and as a ratio to plain SASRec;
 - inference memory: bytes of every tensor the model needs to serve (parameters and buffers);
 - inference speed: milliseconds per user to score the whole catalogue for a batch of test users.
 """
@@ -47,25 +48,30 @@ def latency_ms_per_user(model, ds: SeqDataset, n_users: int = 512, repeats: int 
     return 1000.0 * statistics.median(times) / len(batch.targets)
 
 
-def step_seconds(entries: list[dict], ds: SeqDataset, steps: int = 8, rounds: int = 3, seed: int = 0) -> dict:
-    """Median seconds per training step of each entry {name, model, loss_fn, batch_size}, interleaved."""
+def step_seconds(entries: list[dict], ds: SeqDataset, steps: int = 24, rounds: int = 3, seed: int = 0) -> dict:
+    """Seconds per training step of each entry {name, model, loss_fn, batch_size, bucket}: each round times
+    the same first `steps` batches of the entry's own epoch (batch size and length bucketing as in its run,
+    so models with the same settings see identical batches), entries interleaved round by round so all see
+    the same machine load; the result is the median over rounds of (round time / steps)."""
     times: dict[str, list[float]] = {e["name"]: [] for e in entries}
-    iters = {e["name"]: TrainBatches(ds, e["batch_size"], seed) for e in entries}
     for rnd in range(rounds):
         for e in entries:
             model, loss_fn = e["model"], e.get("loss_fn") or default_loss
             model.train()
             opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-            it = iters[e["name"]].epoch(rnd)
-            batches = [next(it)[1] for _ in range(min(steps + 1, len(iters[e["name"]])))]
-            for i, b in enumerate(batches):
-                t0 = time.perf_counter()
+            tb = TrainBatches(ds, e["batch_size"], seed, e.get("bucket", 0))
+            it = tb.epoch(0)
+            batches = [next(it)[1] for _ in range(min(steps, len(tb)))]
+            loss, _ = loss_fn(model, batches[-1])  # warm-up (allocator, lazily built tables)
+            loss.backward()
+            opt.zero_grad(set_to_none=True)
+            t0 = time.perf_counter()
+            for b in batches:
                 loss, _ = loss_fn(model, b)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-                if i:  # the first step of a round is a warm-up
-                    times[e["name"]].append(time.perf_counter() - t0)
+            times[e["name"]].append((time.perf_counter() - t0) / len(batches))
     return {k: statistics.median(v) for k, v in times.items()}
 
 
@@ -74,7 +80,7 @@ def measure(entries: list[dict], ds: SeqDataset, base: str, n_users: int = 512) 
     steps = step_seconds(entries, ds)
     rows = []
     for e in entries:
-        n_steps = len(TrainBatches(ds, e["batch_size"], 0))
+        n_steps = len(TrainBatches(ds, e["batch_size"], 0, e.get("bucket", 0)))
         rows.append({"name": e["name"], "role": e["role"],
                      "parameters": sum(p.numel() for p in e["model"].parameters()),
                      "inference_bytes": inference_bytes(e["model"]),
@@ -102,13 +108,14 @@ def measure_pipeline(pipe, path: Path) -> dict:
     plain_dir = pipe.out / "baselines" / f"{student}-seed{cfg.seeds[0]}"
     if (plain_dir / "best.pt").exists():
         model, rc, _ = load_run(plain_dir, ds)
-        entries.append({"name": student, "role": "baseline", "model": model, "batch_size": rc.train.batch_size})
+        entries.append({"name": student, "role": "baseline", "model": model, "batch_size": rc.train.batch_size,
+                        "bucket": rc.train.bucket})
     kd_dir = pipe.out / "distill" / f"prmkd-{student}-seed{cfg.seeds[0]}"
     if (kd_dir / "best.pt").exists():
         model, rc, _ = load_run(kd_dir, ds)
         loss_fn, _ = make_kd_loss(rc.distill, ds, model)
         entries.append({"name": f"prmkd-{student}", "role": "distilled", "model": model, "loss_fn": loss_fn,
-                        "batch_size": rc.train.batch_size})
+                        "batch_size": rc.train.batch_size, "bucket": rc.train.bucket})
     for spec in cfg.teachers:
         name = spec.name or spec.family
         fin = pipe.out / "teachers" / name / "finetune"
@@ -118,7 +125,7 @@ def measure_pipeline(pipe, path: Path) -> dict:
         model = mod.build(tcfg, ds, cache_root(cfg.data))
         model.load_state_dict(torch.load(fin / "best.pt", map_location="cpu", weights_only=False)["model"])
         entries.append({"name": f"teacher-{name}", "role": "teacher", "model": model,
-                        "batch_size": spec.train.batch_size})
+                        "batch_size": spec.train.batch_size, "bucket": spec.train.bucket})
     if not any(e["name"] == student for e in entries):
         return {}
     result = measure(entries, ds, base=student)

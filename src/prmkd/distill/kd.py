@@ -41,9 +41,14 @@ def candidate_set(targets: torch.Tensor, mode: str = "in_batch", n_items: int | 
     return targets, torch.arange(len(targets), device=targets.device)
 
 
-def teacher_probs(logits: torch.Tensor, tau: float) -> torch.Tensor:
-    """Eq. 1: (..., C) teacher logits -> softmax over the candidates at temperature tau."""
-    return torch.softmax(logits / tau, dim=-1)
+def teacher_probs(logits: torch.Tensor, tau: float, inplace: bool = False) -> torch.Tensor:
+    """Eq. 1: (..., C) teacher logits -> softmax over the candidates at temperature tau (`inplace`: computed
+    in the logits' own memory, which saves two (K, N, C) passes and allocations per step)."""
+    if not inplace:
+        return torch.softmax(logits / tau, dim=-1)
+    x = logits.mul_(1.0 / tau)
+    x.sub_(x.amax(-1, keepdim=True)).exp_()
+    return x.div_(x.sum(-1, keepdim=True))
 
 
 def normalize(s: torch.Tensor, method: str = "softmax") -> torch.Tensor:
@@ -68,11 +73,13 @@ def normalize(s: torch.Tensor, method: str = "softmax") -> torch.Tensor:
 
 def consistency(s_tilde: torch.Tensor) -> torch.Tensor:
     """Eq. 2: (K, N, C) -> (K, N) conf_ik = sum_{k' != k} sum_j (s~_ijk - s~_ijk')^2 (high = disagrees)."""
-    # sum_k' ||a_k - a_k'||^2 = K ||a_k||^2 - 2 a_k . (sum_k' a_k') + sum_k' ||a_k'||^2   (the k' = k term is 0)
+    # ||a_k - a_k'||^2 = G_kk + G_k'k' - 2 G_kk' with G the (K, K) Gram matrix of each instance's teacher rows:
+    # one batched product over the data (the k' = k term is 0)
     K = s_tilde.shape[0]
-    sq = s_tilde.pow(2).sum(-1)  # (K, N)
-    cross = (s_tilde * s_tilde.sum(0, keepdim=True)).sum(-1)  # (K, N)
-    return (K * sq - 2 * cross + sq.sum(0, keepdim=True)).clamp(min=0)
+    per = s_tilde.transpose(0, 1)  # (N, K, C)
+    gram = torch.bmm(per, per.transpose(1, 2))  # (N, K, K)
+    sq = torch.diagonal(gram, dim1=1, dim2=2)  # (N, K)
+    return (K * sq - 2 * gram.sum(2) + sq.sum(1, keepdim=True)).T.clamp(min=0)
 
 
 def adjusted_weights(conf: torch.Tensor, w: torch.Tensor, epsilon: float) -> torch.Tensor:
@@ -98,7 +105,7 @@ def adjusted_weights(conf: torch.Tensor, w: torch.Tensor, epsilon: float) -> tor
 
 def fuse(s_tilde: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """Eq. 3: (K, N, C), (K, N) -> (N, C) s^_ij = sum_k w^_ik s~_ijk."""
-    return (weights[:, :, None] * s_tilde).sum(0)
+    return torch.einsum("kn,knc->nc", weights.to(s_tilde.dtype), s_tilde)
 
 
 def target_distribution(s_hat: torch.Tensor) -> torch.Tensor:
@@ -123,9 +130,11 @@ def kd_loss(student_logits: torch.Tensor, q: torch.Tensor, direction: str = "rev
 
 
 def fused_targets(teacher_logits: torch.Tensor, w: torch.Tensor, tau: float, epsilon: float,
-                  normalization: str = "softmax", fusion: str = "consistency") -> tuple[torch.Tensor, torch.Tensor]:
-    """Eq. 1-4 end to end: (K, N, C) teacher logits -> (q (N, C), weights used (K, N))."""
-    s = teacher_probs(teacher_logits, tau)
+                  normalization: str = "softmax", fusion: str = "consistency",
+                  inplace: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eq. 1-4 end to end: (K, N, C) teacher logits -> (q (N, C), weights used (K, N)). `inplace`: the logits'
+    memory may be overwritten (the distillation loop owns that buffer)."""
+    s = teacher_probs(teacher_logits, tau, inplace)
     s_tilde = normalize(s, normalization)
     if fusion == "consistency":
         weights = adjusted_weights(consistency(s_tilde), w, epsilon)

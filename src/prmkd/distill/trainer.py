@@ -63,9 +63,11 @@ def make_kd_loss(cfg: DistillConfig, ds: SeqDataset, model, device=None):
         ids, targets = enc.instance_ids[keep], enc.targets[keep]
         cands, _ = candidate_set(targets, cfg.candidates, ds.n_items, cfg.unique_candidates)
         with torch.no_grad():
-            t_logits = torch.stack([c.logits("train", ids, cands) for c in caches])  # (K, N, C)
+            t_logits = torch.empty(len(caches), len(ids), len(cands), device=dev)  # (K, N, C)
+            for k, c in enumerate(caches):
+                c.logits("train", ids, cands, out=t_logits[k])
             q, weights = fused_targets(t_logits, w.to(dev), cfg.temperature, cfg.epsilon, cfg.normalization,
-                                       cfg.fusion)
+                                       cfg.fusion, inplace=True)
         s_logits = model.candidate_scores(enc, cands)[keep] / cfg.student_temperature  # (N, C)
         kd = kd_loss(s_logits, q, cfg.kl)
         loss = own + cfg.kd_weight * kd

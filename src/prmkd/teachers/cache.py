@@ -117,11 +117,15 @@ class TeacherCache:
         self.arrays = {k: v.to(device) for k, v in self.arrays.items()}
         return self
 
-    def logits(self, split: str, instance_ids: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
-        """(N, C) teacher logits sim(u, e) / temperature of instances (rows of `split`) vs candidate items."""
+    def logits(self, split: str, instance_ids: torch.Tensor, candidates: torch.Tensor,
+               out: torch.Tensor | None = None) -> torch.Tensor:
+        """(N, C) teacher logits sim(u, e) / temperature of instances (rows of `split`) vs candidate items
+        (written into `out` when given)."""
         u = self.arrays[split][instance_ids]  # (N, d)
         e = self.arrays["items"][candidates]  # (C, d)
-        return (u @ e.T) / self.temperature
+        if out is None:
+            return (u @ e.T) / self.temperature
+        return torch.mm(u.to(out.dtype), e.to(out.dtype).T, out=out).mul_(1.0 / self.temperature)
 
 
 class CacheModel(Recommender):
