@@ -137,3 +137,11 @@ def test_run_rejects_an_unknown_teacher_name(tmp_path):
                          capture_output=True, text=True)
     assert out.returncode == 2
     assert "--teachers: no teacher named 'nosuch'" in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("name", ["ml100k", "scientific", "games"])
+def test_shipped_configs_load(name):
+    from prmkd.pipeline import load_pipeline
+
+    cfg = load_pipeline(REPO / "configs" / f"{name}.toml")
+    assert cfg.name == name and cfg.teachers and cfg.student == "sasrec"

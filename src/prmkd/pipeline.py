@@ -191,6 +191,7 @@ class Pipeline:
                         rc = self.run_cfg(self.cfg.student, s, out, self.kd(**{param: value}))
                     res = train_run(rc, self.ds, log=self.log)
                     self.record(res, out, "sweep", sweep={"param": param, "value": value})
+                self.record_main_point(param)
                 if param == "hidden_size":  # the plain student at each size, for the same plot
                     for s in sw.seeds:
                         out = self.out / "sweeps" / f"plain-hidden_size={value}-seed{s}"
@@ -198,6 +199,28 @@ class Pipeline:
                                         self.ds, log=self.log)
                         self.record(res, out, "sweep", sweep={"param": "hidden_size", "value": value,
                                                               "plain": True})
+
+    def record_main_point(self, param: str) -> None:
+        """The main runs (same seeds) as the sweep's point at the configured value, so each curve passes
+        through the setting the main table reports (read from the finished runs; nothing is trained here)."""
+        from .models import model_config
+
+        if param == "hidden_size":
+            _, mcfg = model_config({"name": self.cfg.student, **self.cfg.models.get(self.cfg.student, {})})
+            value = getattr(mcfg, "hidden_size", None)
+        else:
+            value = getattr(self.cfg.distill, param)
+        if value is None or value in getattr(self.cfg.sweep, param):
+            return
+        for s in self.cfg.sweep.seeds:
+            kinds = [("distill", f"prmkd-{self.cfg.student}-seed{s}", False)]
+            if param == "hidden_size":
+                kinds.append(("baselines", f"{self.cfg.student}-seed{s}", True))
+            for folder, run, plain in kinds:
+                path = self.out / folder / run / "results.json"
+                if path.exists():
+                    sweep = {"param": param, "value": value, "main": True, **({"plain": True} if plain else {})}
+                    self.record(json.loads(path.read_text()), path.parent, "sweep", sweep=sweep)
 
     def stage_efficiency(self) -> None:
         if not self.cfg.efficiency:
