@@ -43,6 +43,24 @@ def relative(a: dict, b: dict) -> dict:
     return {k: round(a["test"][k]["mean"] / b["test"][k]["mean"] - 1, 4) for k in KEYS if b["test"][k]["mean"]}
 
 
+def add_to_baselines(summary: dict, baselines: dict) -> None:
+    """baselines_scientific.json (benchmarks/baselines.py) gets the pipeline's three sequential baselines, 3 seeds
+    each, under "from_pipeline", with the settings they were trained with."""
+    path = RESULTS / "baselines_scientific.json"
+    if not path.exists():
+        return
+    doc = json.loads(path.read_text())
+    runs = {r["name"]: r for r in summary["runs"] if r["group"] == "main"}
+    doc["from_pipeline"] = {
+        "command": summary["command"], "commit": summary["commit"], "date": summary["date"],
+        "machine": summary["machine"],
+        "note": "the same evaluation (full ranking, unmasked, pessimistic ties); each model's model and train "
+                "settings are in `settings` (GRU4Rec and BERT4Rec: length-bucketed batches, bucket = 20)",
+        "models": {m: {**b, "settings": {"model": runs[m]["config"]["model"], "train": runs[m]["config"]["train"]}}
+                   for m, b in baselines.items()}}
+    write_json(path, doc)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", default=str(ROOT / "runs" / "scientific"))
@@ -93,6 +111,8 @@ def main() -> None:
                      "each alternative's validation NDCG@10 next to the main run's, so whether the fixed values "
                      "are the validation choice can be read off `sweeps` and `main.prmkd.valid_ndcg@10`."]}
     write_json(RESULTS / f"prmkd_{args.name}.json", out)
+    if args.name == "scientific":
+        add_to_baselines(summary, baselines)
 
     from prmkd.report import build_report
 

@@ -44,9 +44,9 @@ VARIANTS = {
                                    "fine-tune the adaptor only (transformer frozen after pre-training)"),
     "recformer": ("recformer", True, {}, "Recformer-style teacher (CPU configuration), pre-trained on Games"),
     "recformer-nopretrain": ("recformer", False, {}, "same, no pre-training (MiniLM weights only)"),
-    "unim2rec": ("unim2rec", True, {}, "UniM2Rec-style teacher (ID + text + image), pre-trained on Games"),
+    "unim2rec": ("unim2rec", True, {}, "UniM2Rec-style teacher (text + image), pre-trained on Games"),
     "unim2rec-nopretrain": ("unim2rec", False, {}, "same, no pre-training"),
-    "unim2rec-inductive": ("unim2rec", True, {"id_embedding": False}, "text + image, no item ID embedding"),
+    "unim2rec-transductive": ("unim2rec", True, {"id_embedding": True}, "text + image + item ID embedding"),
 }
 
 

@@ -145,3 +145,16 @@ def test_shipped_configs_load(name):
 
     cfg = load_pipeline(REPO / "configs" / f"{name}.toml")
     assert cfg.name == name and cfg.teachers and cfg.student == "sasrec"
+
+
+def test_collect_only_trains_nothing_and_lists_what_is_missing(tmp_path):
+    config = write_config(tmp_path, "collect", tmp_path / "cache")
+    out = subprocess.run([sys.executable, "-m", "prmkd.cli", "run", str(config), "--collect-only", "--stages",
+                          "baselines", "distill"], cwd=REPO, capture_output=True, text=True,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stderr
+    assert "parameters ->" not in out.stderr  # no model was built for training
+    summary = json.loads((tmp_path / "collect" / "summary.json").read_text())
+    assert summary["runs"] == []
+    missing = {Path(p).name for p in summary["not_finished"]}
+    assert {"unisrec", "unisrec-text", "sasrec-seed0", "gru4rec-seed0"} <= missing

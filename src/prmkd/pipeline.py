@@ -88,9 +88,13 @@ def load_pipeline(path: str | Path, overrides: list[str] | None = None) -> Pipel
 
 
 class Pipeline:
-    def __init__(self, cfg: PipelineConfig, log=None, command: str = "", only_teachers: list[str] | None = None):
+    def __init__(self, cfg: PipelineConfig, log=None, command: str = "", only_teachers: list[str] | None = None,
+                 collect_only: bool = False):
         self.cfg = cfg
         self.only_teachers = only_teachers  # build (or reuse) only these teachers in this process
+        self.collect_only = collect_only  # train nothing: summarise and report the finished runs
+        self.missing: list[str] = []
+        self._main_points: set = set()
         self.log = log or (lambda m: print(m, file=sys.stderr, flush=True))
         self.out = Path(cfg.out) if cfg.out else Path("runs") / cfg.name
         self.command = command
@@ -110,7 +114,22 @@ class Pipeline:
                          train=self.train_cfg(model, seed), eval=self.cfg.eval,
                          distill=distill or DistillConfig(), out=str(out))
 
-    def record(self, res: dict, out: Path, group: str, ablation: str | None = None, sweep: dict | None = None):
+    def train_run(self, rc: RunConfig) -> dict | None:
+        """Train (or reuse) one run; with `collect_only`, only a finished run's results (None otherwise)."""
+        if self.collect_only:
+            from .runner import finished, fingerprint
+
+            done = finished(Path(rc.out), fingerprint(rc, self.ds))
+            if done is None:
+                self.log(f"{rc.out}: not finished, left out (collect only)")
+                self.missing.append(str(rc.out))
+            return done
+        return train_run(rc, self.ds, log=self.log)
+
+    def record(self, res: dict | None, out: Path, group: str, ablation: str | None = None,
+               sweep: dict | None = None):
+        if res is None:
+            return
         keep = ("name", "role", "dataset", "seed", "config", "metrics", "timing", "parameters")
         self.runs.append({**{k: res.get(k) for k in keep}, "group": group, "ablation": ablation, "sweep": sweep,
                           "run_dir": str(out)})
@@ -130,6 +149,10 @@ class Pipeline:
                                     eval=self.cfg.eval, out=str(self.out / "teachers" / name),
                                     cache_dtype=spec.cache_dtype, pretrain_dir=str(self.out / "pretrain"))
             self.log(f"== teacher {name} ({spec.family})")
+            if self.collect_only and not (self.out / "teachers" / name / "cache" / "manifest.json").exists():
+                self.log(f"teacher {name}: no cache yet, left out (collect only)")
+                self.missing.append(str(self.out / "teachers" / name))
+                continue
             folder = build_teacher(tcfg, log=self.log)
             self.caches[name] = folder
             res = json.loads((self.out / "teachers" / name / "finetune" / "results.json").read_text())
@@ -141,7 +164,7 @@ class Pipeline:
             for s in self.cfg.seeds:
                 out = self.out / "baselines" / f"{model}-seed{s}"
                 self.log(f"== baseline {model} seed {s}")
-                self.record(train_run(self.run_cfg(model, s, out), self.ds, log=self.log), out, "main")
+                self.record(self.train_run(self.run_cfg(model, s, out)), out, "main")
 
     def stage_distill(self) -> None:
         if not self.caches:
@@ -150,7 +173,7 @@ class Pipeline:
         for s in self.cfg.seeds:
             out = self.out / "distill" / f"prmkd-{self.cfg.student}-seed{s}"
             self.log(f"== PRM-KD {self.cfg.student} seed {s}")
-            self.record(train_run(self.run_cfg(self.cfg.student, s, out, self.kd()), self.ds, log=self.log), out,
+            self.record(self.train_run(self.run_cfg(self.cfg.student, s, out, self.kd())), out,
                         "main")
 
     def stage_ablations(self) -> None:
@@ -163,7 +186,7 @@ class Pipeline:
             for name, kd in variants.items():
                 out = self.out / "ablations" / f"{name}-seed{s}"
                 self.log(f"== ablation {name} seed {s}")
-                res = train_run(self.run_cfg(self.cfg.student, s, out, kd), self.ds, log=self.log)
+                res = self.train_run(self.run_cfg(self.cfg.student, s, out, kd))
                 self.record(res, out, "ablation", ablation=name)
 
     def stage_universality(self) -> None:
@@ -173,7 +196,7 @@ class Pipeline:
                     tag = f"prmkd-{model}" if kd else model
                     out = self.out / "universality" / f"{tag}-seed{s}"
                     self.log(f"== universality {tag} seed {s}")
-                    res = train_run(self.run_cfg(model, s, out, kd), self.ds, log=self.log)
+                    res = self.train_run(self.run_cfg(model, s, out, kd))
                     self.record(res, out, "universality")
 
     def stage_sweeps(self) -> None:
@@ -189,14 +212,13 @@ class Pipeline:
                         rc = self.run_cfg(self.cfg.student, s, out, self.kd(), {"hidden_size": value})
                     else:
                         rc = self.run_cfg(self.cfg.student, s, out, self.kd(**{param: value}))
-                    res = train_run(rc, self.ds, log=self.log)
+                    res = self.train_run(rc)
                     self.record(res, out, "sweep", sweep={"param": param, "value": value})
                 self.record_main_point(param)
                 if param == "hidden_size":  # the plain student at each size, for the same plot
                     for s in sw.seeds:
                         out = self.out / "sweeps" / f"plain-hidden_size={value}-seed{s}"
-                        res = train_run(self.run_cfg(self.cfg.student, s, out, None, {"hidden_size": value}),
-                                        self.ds, log=self.log)
+                        res = self.train_run(self.run_cfg(self.cfg.student, s, out, None, {"hidden_size": value}))
                         self.record(res, out, "sweep", sweep={"param": "hidden_size", "value": value,
                                                               "plain": True})
 
@@ -210,8 +232,9 @@ class Pipeline:
             value = getattr(mcfg, "hidden_size", None)
         else:
             value = getattr(self.cfg.distill, param)
-        if value is None or value in getattr(self.cfg.sweep, param):
+        if value is None or value in getattr(self.cfg.sweep, param) or (param, value) in self._main_points:
             return
+        self._main_points.add((param, value))
         for s in self.cfg.sweep.seeds:
             kinds = [("distill", f"prmkd-{self.cfg.student}-seed{s}", False)]
             if param == "hidden_size":
@@ -247,6 +270,7 @@ class Pipeline:
         summary = {"command": self.command, "commit": git_commit(), "date": now(), "machine": machine(),
                    "dataset": self.ds.summary(), "eval": to_dict(self.cfg.eval), "seeds": self.cfg.seeds,
                    "config": to_dict(self.cfg), "environment": environment(), "runs": self.runs,
+                   "not_finished": self.missing,
                    "comparisons": comparisons}
         path = self.out / "summary.json"
         write_json(path, summary)

@@ -25,7 +25,7 @@ def cmd_run(args) -> None:
         if bad:
             raise ConfigError(f"--teachers: no teacher named '{bad[0]}' in {args.config} (its teachers: "
                               f"{', '.join(names) or 'none'})")
-    path = Pipeline(cfg, _log, command, only_teachers=only).run(stages)
+    path = Pipeline(cfg, _log, command, only_teachers=only, collect_only=args.collect_only).run(stages)
     print(path)
 
 
@@ -50,6 +50,9 @@ def register(sub) -> None:
     p.add_argument("--teachers", nargs="+", metavar="NAME",
                    help="build (or reuse) only these teachers in this process ('none': no teacher), e.g. to "
                         "build teachers in parallel processes; later stages use the teachers built here")
+    p.add_argument("--collect-only", action="store_true",
+                   help="train nothing: write the summary, efficiency and report from the runs already finished "
+                        "(unfinished ones are listed in summary.json's not_finished)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("sweep", help="sweep one PRM-KD parameter (reusing the teacher caches); feeds the report")
