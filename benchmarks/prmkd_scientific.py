@@ -94,6 +94,22 @@ def main() -> None:
                "seed": r["seed"], "valid_ndcg@10": round(r["metrics"]["valid"]["ndcg@10"], 6),
                "test_ndcg@10": round(r["metrics"]["test"]["ndcg@10"], 6),
                "test_recall@10": round(r["metrics"]["test"]["recall@10"], 6)} for r in group(runs, group="sweep")]
+    # a sweep setting run with several seeds: compared with plain SASRec like the main setting
+    from prmkd.stats import paired_test
+
+    plain_dirs = [r["run_dir"] for r in group(runs, name=student, group="main")]
+    multi = {}
+    for r in group(runs, group="sweep"):
+        if not r["sweep"].get("plain") and not r["sweep"].get("main"):
+            multi.setdefault((r["sweep"]["param"], r["sweep"]["value"]), []).append(r)
+    sweep_settings = []
+    for (param, value), rs in multi.items():
+        if len(rs) > 1:
+            sm = summarise(rs)
+            sweep_settings.append({"param": param, "value": value, **sm, "relative_improvement": relative(sm, plain),
+                                   "paired_t_tests": [{"metric": m, **paired_test([r["run_dir"] for r in rs],
+                                                                                   plain_dirs, m)}
+                                                      for m in ("ndcg@10", "recall@10")]})
     eff_path = run / "efficiency.json"
     eff = json.loads(eff_path.read_text()) if eff_path.exists() else None
     kd_cfg = cfg["distill"]
@@ -105,6 +121,7 @@ def main() -> None:
                     "paired_t_tests": tests,
                     "target": "a significant gain of at least +10% test NDCG@10 over plain SASRec"},
            "ablations": ablations, "universality": univ, "sweeps": sweeps,
+           "sweep_settings_with_seeds": sweep_settings,
            "efficiency": None if eff is None else {"ratios": eff["ratios"], "models": eff["models"],
                                                    "threads": eff["threads"], "method": eff["method"]},
            "notes": ["tau, lambda and epsilon of the main runs are fixed in the config; the sweeps (seed 0) give "

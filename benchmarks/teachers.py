@@ -76,10 +76,16 @@ def run_variant(name: str) -> dict:
     if name == VARIANTS[name][0]:
         run_export(replace(tcfg, name=name), model, ds, res, log)
     t = res["timing"]
+    if tcfg.family == "recformer" and rec.get("weights"):  # pre-training ran for a time budget: its steps
+        import torch
+
+        meta = torch.load(rec["weights"], map_location="cpu", weights_only=False)
+        rec = {**rec, "train_seconds": meta.get("train_seconds"), "epochs": f"{meta.get('steps')} steps"}
     return {"variant": name, "family": tcfg.family, "what": VARIANTS[name][3], "pretrained": bool(tcfg.sources),
             "teacher": res["config"]["teacher"], "parameters": res["parameters"],
             "metrics": res["metrics"],
-            "seconds": {"pretrain_train": rec.get("train_seconds"), "pretrain_epochs": rec.get("epochs"),
+            "seconds": {"pretrain_train": rec.get("train_seconds") or rec.get("seconds_this_session"),
+                        "pretrain_epochs": rec.get("epochs"),
                         "finetune_train": t.get("train_seconds"), "finetune_epochs": t.get("epochs"),
                         "best_epoch": t.get("best_epoch"), "inputs": res.get("inputs_seconds")},
             "pretraining_key": rec.get("key") or (Path(rec["weights"]).parent.name if rec.get("weights") else None),
