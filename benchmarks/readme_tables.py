@@ -84,11 +84,22 @@ def ablations() -> None:
               f"{ms(u['plain']['test']['recall@10'])} | {ms(u['distilled']['test']['recall@10'])} |")
     print()
     if d["sweeps"]:
-        print("| sweep (seed 0) | value | valid NDCG@10 | test NDCG@10 |")
-        print("|---|---:|---:|---:|")
-        for s in sorted(d["sweeps"], key=lambda s: (s["param"], s["plain"], s["value"])):
-            name = s["param"] + (" (plain SASRec)" if s["plain"] else "")
-            print(f"| {name} | {s['value']} | {s['valid_ndcg@10']:.4f} | {s['test_ndcg@10']:.4f} |")
+        groups: dict = {}
+        for s in d["sweeps"]:
+            groups.setdefault((s["param"], s["plain"], s["value"]), []).append(s)
+        print("| sweep | value | seeds | valid NDCG@10 | test NDCG@10 |")
+        print("|---|---:|---:|---:|---:|")
+        for (param, plain, value), ss in sorted(groups.items()):
+            name = param + (" (plain SASRec)" if plain else "")
+            v = sum(x["valid_ndcg@10"] for x in ss) / len(ss)
+            t = sum(x["test_ndcg@10"] for x in ss) / len(ss)
+            print(f"| {name} | {value} | {len(ss)} | {v:.4f} | {t:.4f} |")
+    for st in d.get("sweep_settings_with_seeds", []):
+        rel = st["relative_improvement"]["ndcg@10"]
+        tt = next(t for t in st["paired_t_tests"] if t["metric"] == "ndcg@10")
+        print(f"\n{st['param']} = {st['value']} over seeds {st['seeds']}: test NDCG@10 {ms(st['test']['ndcg@10'])}, "
+              f"Recall@10 {ms(st['test']['recall@10'])}, {rel:+.1%} NDCG@10 over SASRec (paired t-test p = "
+              f"{tt['p_value']:.2g}).")
     if d.get("efficiency"):
         print("\n| model | training epoch / SASRec | inference memory / SASRec | latency per user / SASRec |")
         print("|---|---:|---:|---:|")
