@@ -124,6 +124,14 @@ def main() -> None:
            "sweep_settings_with_seeds": sweep_settings,
            "efficiency": None if eff is None else {"ratios": eff["ratios"], "models": eff["models"],
                                                    "threads": eff["threads"], "method": eff["method"]},
+           "runs": [{k: r.get(k) for k in ("name", "role", "dataset", "seed", "config", "metrics", "timing")}
+                    | {"group": r["group"], "ablation": r["ablation"], "sweep": r["sweep"]} for r in runs],
+           "comparisons": summary["comparisons"] + ([] if eff is None else [
+               {"name": f"{x['name']} / {eff['relative_to']}: {what}", "a": x["name"], "b": eff["relative_to"],
+                "metric": what, "value": x[key], "p_value": None}
+               for x in eff["ratios"] for key, what in (("training_speed", "train_epoch_seconds"),
+                                                         ("inference_memory", "inference_bytes"),
+                                                         ("inference_speed", "latency_ms_per_user"))]),
            "notes": ["tau, lambda and epsilon of the main runs are fixed in the config; the sweeps (seed 0) give "
                      "each alternative's validation NDCG@10 next to the main run's, so whether the fixed values "
                      "are the validation choice can be read off `sweeps` and `main.prmkd.valid_ndcg@10`."]}

@@ -112,6 +112,13 @@ def main() -> None:
            "evaluation": "full ranking over all items, leave-one-out, unmasked, pessimistic ties (prmkd.evaluate)",
            "sasrec_reference": sasrec,
            "variants": [rows[n] for n in VARIANTS if n in rows],
+           "runs": [{"name": f"teacher-{r['variant']}", "role": "teacher", "dataset": "Scientific_UniSRec", "seed": 0,
+                     "config": r["teacher"], "metrics": r["metrics"], "timing": r["seconds"]}
+                    for r in (rows[n] for n in VARIANTS if n in rows)],
+           "comparisons": [{"name": f"test ndcg@10: teacher-{r['variant']} / sasrec (mean of its seeds)",
+                            "a": f"teacher-{r['variant']}", "b": "sasrec", "metric": "ndcg@10",
+                            "value": round(1 + r["vs_sasrec_test_ndcg@10"], 4), "p_value": None}
+                           for r in (rows[n] for n in VARIANTS if n in rows) if "vs_sasrec_test_ndcg@10" in r],
            "cost_vs_sasrec": json.loads(eff.read_text()) if eff.exists() else None,
            "notes": [
                "Each variant changes one thing from the teacher of configs/scientific.toml; pre-trained variants "
