@@ -303,7 +303,11 @@ def build_outputs(plans: dict[str, ModelPlan], seeds: list[int], args, started: 
         "runs": runs, "summary": summary, "sasrec_target": target, "comparisons": comparisons,
         "script_seconds": round(time.time() - started, 1),
     }
-    tuning = {**hdr, **tuning}
+    tuning_runs = [{"name": m, "role": "baseline", "dataset": DATASET, "seed": 0, "config": row["config"],
+                    "metrics": {"valid": row["valid"]},
+                    "timing": {"epoch_seconds": row["epoch_seconds"], "best_epoch": row["best_epoch"]}}
+                   for m, t in tuning["models"].items() for st in t["stages"] for row in st["runs"]]
+    tuning = {**hdr, **tuning, "runs": tuning_runs, "comparisons": []}
     return out, tuning
 
 
