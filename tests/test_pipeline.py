@@ -158,3 +158,40 @@ def test_collect_only_trains_nothing_and_lists_what_is_missing(tmp_path):
     assert summary["runs"] == []
     missing = {Path(p).name for p in summary["not_finished"]}
     assert {"unisrec", "unisrec-text", "sasrec-seed0", "gru4rec-seed0"} <= missing
+
+
+def teacher_metrics(summary: Path) -> dict:
+    runs = json.loads(summary.read_text())["runs"]
+    return {r["name"]: r["metrics"] for r in runs if r["role"] == "teacher"}
+
+
+def test_parallel_teacher_build_equals_a_serial_one(tmp_path):
+    cache = tmp_path / "cache"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    outs = {}
+    for jobs in (1, 2):
+        config = write_config(tmp_path, f"jobs{jobs}", cache)
+        out = subprocess.run([sys.executable, "-m", "prmkd.cli", "run", str(config), "--stages", "teachers",
+                              "--jobs", str(jobs)], cwd=REPO, capture_output=True, text=True, env=env)
+        assert out.returncode == 0, out.stderr
+        outs[jobs] = out.stderr
+        for name in ("unisrec", "unisrec-text"):
+            assert (tmp_path / f"jobs{jobs}" / "teachers" / name / "cache" / "manifest.json").exists()
+    assert "building teachers in 2 processes" in outs[2] and "[unisrec-text] " in outs[2]
+    a, b = (teacher_metrics(tmp_path / f"jobs{j}" / "summary.json") for j in (1, 2))
+    assert a and a == b
+
+
+def test_parallel_teacher_build_reports_a_failing_teacher_by_name(tmp_path):
+    config = write_config(tmp_path, "fail", tmp_path / "cache")
+    # a UniM2Rec-style teacher on a dataset without image features must fail clearly, in its own process
+    config.write_text(config.read_text().replace('name = "unisrec-text"', 'name = "m2"', 1)
+                      .replace('family = "unisrec"\nname = "m2"', 'family = "unim2rec"\nname = "m2"'))
+    out = subprocess.run([sys.executable, "-m", "prmkd.cli", "run", str(config), "--stages", "teachers",
+                          "--jobs", "2"], cwd=REPO, capture_output=True, text=True,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert out.returncode != 0
+    assert "parallel teacher build failed: teacher m2:" in out.stderr and "image" in out.stderr
+    assert "Traceback" not in out.stderr
+    # the other teacher's process ran to the end
+    assert (tmp_path / "fail" / "teachers" / "unisrec" / "cache" / "manifest.json").exists()

@@ -19,7 +19,7 @@ from pathlib import Path
 from .config import DataConfig, DistillConfig, EvalConfig, RunConfig, TrainConfig, from_dict, to_dict
 from .data.dataset import SeqDataset, prepare
 from .env import environment, git_commit, machine, now
-from .errors import ConfigError
+from .errors import ConfigError, PrmkdError
 from .runner import train_run
 from .teachers.pipeline import TeacherRunConfig, build_teacher, teacher_config
 from .train import write_json
@@ -89,8 +89,9 @@ def load_pipeline(path: str | Path, overrides: list[str] | None = None) -> Pipel
 
 class Pipeline:
     def __init__(self, cfg: PipelineConfig, log=None, command: str = "", only_teachers: list[str] | None = None,
-                 collect_only: bool = False):
+                 collect_only: bool = False, jobs: int = 1):
         self.cfg = cfg
+        self.jobs = jobs  # teachers built in this many parallel processes (see `build_teachers_parallel`)
         self.only_teachers = only_teachers  # build (or reuse) only these teachers in this process
         self.collect_only = collect_only  # train nothing: summarise and report the finished runs
         self.missing: list[str] = []
@@ -138,16 +139,22 @@ class Pipeline:
         names = teachers or list(self.caches)
         return replace(self.cfg.distill, teachers=[str(self.caches[n]) for n in names], **changes)
 
+    def teacher_run_config(self, spec: TeacherSpec) -> TeacherRunConfig:
+        name = spec.name or spec.family
+        return TeacherRunConfig(family=spec.family, name=name, teacher=spec.teacher, data=self.cfg.data,
+                                sources=spec.sources, pretrain=spec.pretrain, train=spec.train,
+                                eval=self.cfg.eval, out=str(self.out / "teachers" / name),
+                                cache_dtype=spec.cache_dtype, pretrain_dir=str(self.out / "pretrain"))
+
     # ---- stages
     def stage_teachers(self) -> None:
+        if self.jobs > 1 and not self.collect_only:
+            build_teachers_parallel(self, self.jobs)
         for spec in self.cfg.teachers:
             name = spec.name or spec.family
             if self.only_teachers is not None and name not in self.only_teachers:
                 continue
-            tcfg = TeacherRunConfig(family=spec.family, name=name, teacher=spec.teacher, data=self.cfg.data,
-                                    sources=spec.sources, pretrain=spec.pretrain, train=spec.train,
-                                    eval=self.cfg.eval, out=str(self.out / "teachers" / name),
-                                    cache_dtype=spec.cache_dtype, pretrain_dir=str(self.out / "pretrain"))
+            tcfg = self.teacher_run_config(spec)
             self.log(f"== teacher {name} ({spec.family})")
             if self.collect_only and not (self.out / "teachers" / name / "cache" / "manifest.json").exists():
                 self.log(f"teacher {name}: no cache yet, left out (collect only)")
@@ -309,6 +316,88 @@ class Pipeline:
             self.stage_report()
         self.log(f"pipeline {self.cfg.name} done in {time.time() - t0:.0f}s -> {path}")
         return path
+
+
+def teacher_groups(pipe: Pipeline) -> list[list[TeacherSpec]]:
+    """The teachers to build, grouped so that teachers sharing one pre-training run (same family module
+    and sources, e.g. the UniSRec- and UniM2Rec-style ones) are built one after the other in one process."""
+    groups: dict[str, list[TeacherSpec]] = {}
+    for spec in pipe.cfg.teachers:
+        name = spec.name or spec.family
+        if pipe.only_teachers is not None and name not in pipe.only_teachers:
+            continue
+        mod, _ = teacher_config(TeacherRunConfig(family=spec.family, teacher=spec.teacher))
+        shares = hasattr(mod, "pretrain_options") and spec.sources
+        key = (f"{mod.pretrain.__module__}:{json.dumps([to_dict(s) for s in spec.sources], sort_keys=True)}"
+               if shares else f"teacher:{name}")
+        groups.setdefault(key, []).append(spec)
+    return list(groups.values())
+
+
+def _build_group(tcfgs: list[TeacherRunConfig], threads: int, queue) -> None:
+    """Child process: build the teachers of one group in order, logging with the teacher's name."""
+    import torch
+
+    torch.set_num_threads(threads)
+    name = ""
+    try:
+        for tcfg in tcfgs:
+            name = tcfg.name or tcfg.family
+
+            def log(msg, _n=name):
+                print(f"[{_n}] {msg}", file=sys.stderr, flush=True)
+
+            log(f"== teacher {name} ({tcfg.family}), {threads} thread(s)")
+            build_teacher(tcfg, log=log)
+        queue.put(None)
+    except PrmkdError as e:  # a clear error: the parent reports it, naming the teacher
+        queue.put(f"teacher {name}: {e}")
+        sys.exit(1)
+    except BaseException as e:  # anything else is a bug: keep its traceback too
+        queue.put(f"teacher {name}: {type(e).__name__}: {e}")
+        raise
+
+
+def build_teachers_parallel(pipe: Pipeline, jobs: int) -> None:
+    """Build the pipeline's teachers in up to `jobs` processes (one group of teachers each, torch threads
+    split between them). The serial loop in `stage_teachers` then finds every cache finished and reuses it.
+    Each stage inside a teacher build is resumable, so an interrupted parallel build resumes like a serial one."""
+    import multiprocessing as mp
+    import os
+    import queue as queue_mod
+
+    groups = teacher_groups(pipe)
+    if len(groups) < 2:
+        return
+    for g in groups:  # prepared once here, so that no two processes write one dataset's cache
+        for spec in g:
+            for src in spec.sources:
+                prepare(src, log=pipe.log)
+    ctx = mp.get_context("spawn")
+    waves = [groups[i:i + jobs] for i in range(0, len(groups), jobs)]
+    for wave in waves:
+        threads = max(1, (os.cpu_count() or 1) // len(wave))
+        pipe.log(f"building teachers in {len(wave)} processes, {threads} torch thread(s) each: "
+                 + "; ".join(", ".join(s.name or s.family for s in g) for g in wave))
+        procs = []
+        for g in wave:
+            q = ctx.Queue()
+            p = ctx.Process(target=_build_group, args=([pipe.teacher_run_config(s) for s in g], threads, q))
+            p.start()
+            procs.append((g, p, q))
+        errors = []
+        for g, p, q in procs:
+            p.join()
+            try:
+                msg = q.get(timeout=1)
+            except queue_mod.Empty:
+                msg = None
+            if p.exitcode != 0:
+                names = ", ".join(s.name or s.family for s in g)
+                errors.append(msg or f"the process building {names} exited with code {p.exitcode}")
+        if errors:
+            raise PrmkdError("parallel teacher build failed: " + "; ".join(errors) +
+                             " (finished stages are kept; rerun to resume, or add --jobs 1 to see the error inline)")
 
 
 def check_stages(stages: list[str]) -> list[str]:

@@ -17,6 +17,8 @@ def cmd_run(args) -> None:
     cfg = load_pipeline(args.config, args.overrides)
     stages = check_stages(args.stages) if args.stages else list(STAGES)
     command = "prmkd " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    if args.jobs < 1:
+        raise ConfigError(f"--jobs {args.jobs}: expected 1 or more processes")
     only = None
     if args.teachers is not None:
         names = [t.name or t.family for t in cfg.teachers]
@@ -25,7 +27,8 @@ def cmd_run(args) -> None:
         if bad:
             raise ConfigError(f"--teachers: no teacher named '{bad[0]}' in {args.config} (its teachers: "
                               f"{', '.join(names) or 'none'})")
-    path = Pipeline(cfg, _log, command, only_teachers=only, collect_only=args.collect_only).run(stages)
+    path = Pipeline(cfg, _log, command, only_teachers=only, collect_only=args.collect_only,
+                    jobs=args.jobs).run(stages)
     print(path)
 
 
@@ -53,6 +56,9 @@ def register(sub) -> None:
     p.add_argument("--collect-only", action="store_true",
                    help="train nothing: write the summary, efficiency and report from the runs already finished "
                         "(unfinished ones are listed in summary.json's not_finished)")
+    p.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="build the teachers in up to N parallel processes (teachers sharing a pre-training run "
+                        "stay in one process; torch threads are split between them)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("sweep", help="sweep one PRM-KD parameter (reusing the teacher caches); feeds the report")

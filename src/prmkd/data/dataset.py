@@ -319,17 +319,20 @@ def prepare(cfg: DataConfig, log=print) -> SeqDataset:
 
 def save_prepared(ds: SeqDataset, folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / "arrays.tmp.npz"
+    tmp = folder / f"arrays.{os.getpid()}.tmp.npz"  # per process: two processes may prepare one dataset
     arrays = {"seq_items": ds.seq_items, "seq_offsets": ds.seq_offsets}
     for k, (x, has) in ds.features.items():
         arrays[f"feat__{k}"], arrays[f"has__{k}"] = x, has
     np.savez(tmp, **arrays)
     tmp.replace(folder / "arrays.npz")
-    (folder / "items.json").write_text(json.dumps({"item_keys": ds.item_keys, "user_keys": ds.user_keys,
-                                                   "item_fields": ds.item_fields, "item_text": ds.item_text}))
+    tmp = folder / f"items.{os.getpid()}.tmp.json"
+    tmp.write_text(json.dumps({"item_keys": ds.item_keys, "user_keys": ds.user_keys,
+                               "item_fields": ds.item_fields, "item_text": ds.item_text}))
+    tmp.replace(folder / "items.json")
     meta = {**ds.meta, "name": ds.name, "max_len": ds.max_len, "summary": ds.summary()}
-    (folder / "meta.json.tmp").write_text(json.dumps(meta, indent=2))
-    (folder / "meta.json.tmp").replace(folder / "meta.json")  # written last: its presence means complete
+    tmp = folder / f"meta.{os.getpid()}.tmp.json"
+    tmp.write_text(json.dumps(meta, indent=2))
+    tmp.replace(folder / "meta.json")  # written last: its presence means complete
 
 
 def load_prepared(folder: Path) -> SeqDataset:

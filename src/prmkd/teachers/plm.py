@@ -84,8 +84,8 @@ def item_text_embeddings(ds, cache_dir: str | Path, max_tokens: int = 128, devic
     emb = embed_texts(ds.item_text[1:], max_tokens=max_tokens, device=device)
     emb = np.concatenate([np.zeros((1, emb.shape[1]), dtype=np.float32), emb])
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.save(path.with_suffix(".tmp.npy"), emb)
-    path.with_suffix(".tmp.npy").replace(path)
+    np.save(path.with_suffix(f".{os.getpid()}.tmp.npy"), emb)
+    path.with_suffix(f".{os.getpid()}.tmp.npy").replace(path)
     print(f"embedded {ds.n_items} item texts of {ds.name} with {PLM_NAME} in {time.time() - t0:.0f}s -> {path}",
           file=sys.stderr)
     return emb

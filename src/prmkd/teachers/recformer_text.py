@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -156,7 +157,7 @@ def item_states(bert, tokens: ItemTokens, frozen_layers: int, path: Path | None 
             out[i, 0] = h.mean(0).numpy()
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.npy")
+        tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
         np.save(tmp, out)
         tmp.replace(path)
         if log:
