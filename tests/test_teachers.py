@@ -206,3 +206,19 @@ def test_import_rejects_bad_input_clearly(built, work, case, message):
     paths = _portable(work, ds, f"bad-{case}", **kw)
     with pytest.raises(PrmkdError, match=message):
         external.import_teacher(*paths, ds, work / f"out-{case}")
+
+
+def test_pretraining_key_leaves_out_finetuning_only_options(work):
+    """Two Recformer-style teachers that differ only in how they fine-tune share one pre-training run; a change
+    that pre-training reads (its precision) gives another key."""
+    from prmkd.teachers.pipeline import pretrain_key
+
+    target, source = tiny_domain(work, "key-target", 7), tiny_domain(work, "key-source", 8)
+    sources = [prepare(source, log=None)]
+
+    def key(**teacher):
+        return pretrain_key(TeacherRunConfig(family="recformer", teacher=teacher, data=target, sources=[source]),
+                            sources)
+
+    assert key() == key(positions_per_window=0, finetune_loss="live")
+    assert key() != key(bf16=True) and key() != key(frozen_layers=4)

@@ -74,19 +74,26 @@ def _train_key(t: TrainConfig) -> dict:
 # --------------------------------------------------------------------------------------------------
 
 
+def pretrain_key(cfg: TeacherRunConfig, sources: list[SeqDataset]) -> tuple[str, str]:
+    """(family, key) of the pre-training computation: what it reads of the teacher options (fine-tuning-only
+    options left out), the source datasets and the pre-training loop settings."""
+    mod, tcfg = teacher_config(cfg)
+    if hasattr(mod, "pretrain_options"):  # what the pre-training computation depends on
+        family, shared = mod.pretrain_options(tcfg, sources)
+    else:
+        family = cfg.family
+        shared = {k: v for k, v in to_dict(tcfg).items() if k not in getattr(mod, "FINETUNE_ONLY", ())}
+    return family, _hash({"family": family, "teacher": shared, "sources": [s.fingerprint for s in sources],
+                          "train": _train_key(cfg.pretrain)})
+
+
 def run_pretrain(cfg: TeacherRunConfig, log=print) -> tuple[Path | None, dict]:
     """Pre-train on `cfg.sources` (skipped when there are none); returns (shared weights, record)."""
     if not cfg.sources:
         return None, {"pretrained": False}
     mod, tcfg = teacher_config(cfg)
     sources = [prepare(s, log=log) for s in cfg.sources]
-    if hasattr(mod, "pretrain_options"):  # what the pre-training computation depends on
-        family, shared = mod.pretrain_options(tcfg, sources)
-    else:
-        family = cfg.family
-        shared = {k: v for k, v in to_dict(tcfg).items() if k not in getattr(mod, "FINETUNE_ONLY", ())}
-    key = _hash({"family": family, "teacher": shared, "sources": [s.fingerprint for s in sources],
-                 "train": _train_key(cfg.pretrain)})
+    family, key = pretrain_key(cfg, sources)
     target = prepare(cfg.data, log=log)
     folder = Path(cfg.pretrain_dir) / f"{family}-{key}" if cfg.pretrain_dir else out_dir(cfg, target) / "pretrain"
     done = folder / "done.json"

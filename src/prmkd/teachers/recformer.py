@@ -80,6 +80,8 @@ class RecformerConfig:
 
 
 Config = RecformerConfig
+# options that only fine-tuning reads: pre-training runs differing only in these are the same computation
+FINETUNE_ONLY = ("positions_per_window", "finetune_loss")
 
 PRESETS: dict[str, dict] = {
     "cpu": {},
