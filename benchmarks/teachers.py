@@ -50,6 +50,57 @@ VARIANTS = {
 }
 
 
+# Probes: settings tried after the variants above, each made by one `prmkd teacher finetune` command (its run
+# folder is the command's `out`); collected here, or run when the folder holds no finished run.
+# name -> (family, what it tests, the command)
+_RF = ("prmkd teacher finetune configs/teachers/recformer_scientific.toml --set pretrain_dir=runs/scientific/pretrain "
+       "--set train.threads=1 --set teacher.bf16=true")
+PROBES = {
+    "unisrec-d256-nopretrain": (
+        "unisrec", "hidden size 256 instead of 128, no pre-training (vs unisrec-nopretrain)",
+        "prmkd teacher finetune configs/teachers/unisrec_scientific.toml --no-pretrain --set out=runs/exp5/us-d256 "
+        "--set teacher.hidden_size=256 --set train.threads=1"),
+    "unim2rec-d256-nopretrain": (
+        "unim2rec", "hidden size 256 instead of 128, no pre-training (vs unim2rec-nopretrain)",
+        "prmkd teacher finetune configs/teachers/unim2rec_scientific.toml --no-pretrain --set out=runs/exp5/m2-d256 "
+        "--set teacher.hidden_size=256 --set train.threads=1"),
+    "recformer-bf16-lr3e-4": (
+        "recformer", "bfloat16 autocast (pre-training and fine-tuning), fine-tuning lr 3e-4 instead of 1e-4, "
+                     "up to 25 epochs / 45 min (vs recformer)",
+        f"{_RF} --set out=runs/exp5/rf-B --set train.lr=3e-4 --set train.epochs=25 --set train.max_minutes=45"),
+    "recformer-bf16-allpositions": (
+        "recformer", "as recformer-bf16-lr3e-4, and every training position of every sequence at each epoch "
+                     "(positions_per_window = 0, batch 256) instead of 2 per sequence, patience 5, up to 40 "
+                     "epochs / 45 min",
+        f"{_RF} --set out=runs/exp5/rf-E --set train.lr=3e-4 --set train.epochs=40 --set train.patience=5 "
+        "--set train.batch_size=256 --set train.max_minutes=45 --set teacher.positions_per_window=0"),
+}
+
+
+def run_probe(name: str) -> dict:
+    import shlex
+    import subprocess
+
+    family, what, command = PROBES[name]
+    args = shlex.split(command)
+    out = ROOT / next(a.split("=", 1)[1] for a in args if a.startswith("out="))
+    results = out / "finetune" / "results.json"
+    if not results.exists():
+        log(f"running: {command}")
+        subprocess.run(args, cwd=ROOT, check=True)
+    res = json.loads(results.read_text())
+    if res.get("stopped") is None and "metrics" not in res:
+        raise SystemExit(f"{results}: not a finished run")
+    t, pre = res["timing"], res.get("pretraining") or {}
+    return {"variant": name, "family": family, "what": what, "pretrained": bool(pre.get("pretrained")),
+            "command": command, "teacher": res["config"]["teacher"], "train": res["config"]["train"],
+            "parameters": res["parameters"], "metrics": res["metrics"],
+            "seconds": {"pretrain_train": pre.get("seconds_this_session"), "pretrain_epochs": None,
+                        "finetune_train": t.get("train_seconds"), "finetune_epochs": t.get("epochs"),
+                        "best_epoch": t.get("best_epoch"), "inputs": res.get("inputs_seconds")},
+            "stopped": res.get("stopped"), "run_dir": str(out / "finetune")}
+
+
 def teacher_run(name: str):
     from prmkd.pipeline import load_pipeline
     from prmkd.teachers.pipeline import TeacherRunConfig
@@ -95,14 +146,20 @@ def run_variant(name: str) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", default="", help="run the variants whose name starts with this")
+    ap.add_argument("--probes", action="store_true", help="only collect (or run) the probes; keep the other rows")
     args = ap.parse_args()
     path = RESULTS / "teachers_scientific.json"
     old = json.loads(path.read_text()) if path.exists() else {}
     rows = {r["variant"]: r for r in old.get("variants", [])}
-    for name in VARIANTS:
+    for name in ([] if args.probes else VARIANTS):
         if name.startswith(args.only):
             log(f"== {name}")
             rows[name] = run_variant(name)
+    for name in PROBES:
+        if name.startswith(args.only):
+            log(f"== probe {name}")
+            rows[name] = run_probe(name)
+    order = [*VARIANTS, *PROBES]
     sasrec = _sasrec_reference()
     for r in rows.values():
         if sasrec:
@@ -111,14 +168,14 @@ def main() -> None:
     out = {**header(), "dataset": "Scientific_UniSRec", "source_domain": "Games_LLMRank", "config": str(CONFIG),
            "evaluation": "full ranking over all items, leave-one-out, unmasked, pessimistic ties (prmkd.evaluate)",
            "sasrec_reference": sasrec,
-           "variants": [rows[n] for n in VARIANTS if n in rows],
+           "variants": [rows[n] for n in order if n in rows],
            "runs": [{"name": f"teacher-{r['variant']}", "role": "teacher", "dataset": "Scientific_UniSRec", "seed": 0,
                      "config": r["teacher"], "metrics": r["metrics"], "timing": r["seconds"]}
-                    for r in (rows[n] for n in VARIANTS if n in rows)],
+                    for r in (rows[n] for n in order if n in rows)],
            "comparisons": [{"name": f"test ndcg@10: teacher-{r['variant']} / sasrec (mean of its seeds)",
                             "a": f"teacher-{r['variant']}", "b": "sasrec", "metric": "ndcg@10",
                             "value": round(1 + r["vs_sasrec_test_ndcg@10"], 4), "p_value": None}
-                           for r in (rows[n] for n in VARIANTS if n in rows) if "vs_sasrec_test_ndcg@10" in r],
+                           for r in (rows[n] for n in order if n in rows) if "vs_sasrec_test_ndcg@10" in r],
            "cost_vs_sasrec": json.loads(eff.read_text()) if eff.exists() else None,
            "notes": [
                "Each variant changes one thing from the teacher of configs/scientific.toml; pre-trained variants "
@@ -127,7 +184,13 @@ def main() -> None:
                "Training seconds are wall clock on a shared 2-core CPU (1 torch thread per process, 2-3 processes "
                "at once): indicative only.",
                "Recformer-style pre-training is bounded by time (pretrain_minutes), so its step count depends on "
-               "the machine's load; see its pretrain record for the steps done."]}
+               "the machine's load; see its pretrain record for the steps done.",
+               "Probes (rows with a `command`) were tried after the variants: each is one run of its command "
+               "(seed 0), collected by `python benchmarks/teachers.py --probes`, which runs the command when its "
+               "folder holds no finished run."]}
+    if args.probes and old.get("command"):  # the other rows come from the earlier, full invocation
+        out["variants_made_by"] = {k: old.get("variants_made_by", {}).get(k, old.get(k))
+                                   for k in ("command", "commit", "date")}
     write_json(path, out)
 
 

@@ -374,30 +374,37 @@ def build_teachers_parallel(pipe: Pipeline, jobs: int) -> None:
             for src in spec.sources:
                 prepare(src, log=pipe.log)
     ctx = mp.get_context("spawn")
-    waves = [groups[i:i + jobs] for i in range(0, len(groups), jobs)]
-    for wave in waves:
-        threads = max(1, (os.cpu_count() or 1) // len(wave))
-        pipe.log(f"building teachers in {len(wave)} processes, {threads} torch thread(s) each: "
-                 + "; ".join(", ".join(s.name or s.family for s in g) for g in wave))
-        procs = []
-        for g in wave:
+    width = min(jobs, len(groups))
+    threads = max(1, (os.cpu_count() or 1) // width)
+    pipe.log(f"building teachers in up to {width} processes, {threads} torch thread(s) each: "
+             + "; ".join(", ".join(s.name or s.family for s in g) for g in groups))
+    pending, running, errors = list(groups), [], []
+    while pending or running:
+        while pending and len(running) < width:  # a freed slot takes the next group
+            g = pending.pop(0)
             q = ctx.Queue()
             p = ctx.Process(target=_build_group, args=([pipe.teacher_run_config(s) for s in g], threads, q))
             p.start()
-            procs.append((g, p, q))
-        errors = []
-        for g, p, q in procs:
-            p.join()
-            try:
-                msg = q.get(timeout=1)
-            except queue_mod.Empty:
-                msg = None
-            if p.exitcode != 0:
-                names = ", ".join(s.name or s.family for s in g)
-                errors.append(msg or f"the process building {names} exited with code {p.exitcode}")
-        if errors:
-            raise PrmkdError("parallel teacher build failed: " + "; ".join(errors) +
-                             " (finished stages are kept; rerun to resume, or add --jobs 1 to see the error inline)")
+            running.append((g, p, q))
+        g, p, q = running[0]
+        for item in running:
+            item[1].join(timeout=0.5)
+            if not item[1].is_alive():
+                g, p, q = item
+                break
+        else:
+            continue
+        running.remove((g, p, q))
+        try:
+            msg = q.get(timeout=1)
+        except queue_mod.Empty:
+            msg = None
+        if p.exitcode != 0:
+            names = ", ".join(s.name or s.family for s in g)
+            errors.append(msg or f"the process building {names} exited with code {p.exitcode}")
+    if errors:
+        raise PrmkdError("parallel teacher build failed: " + "; ".join(errors) +
+                         " (finished stages are kept; rerun to resume, or add --jobs 1 to see the error inline)")
 
 
 def check_stages(stages: list[str]) -> list[str]:
