@@ -68,12 +68,6 @@ PROBES = {
         "recformer", "bfloat16 autocast (pre-training and fine-tuning), fine-tuning lr 3e-4 instead of 1e-4, "
                      "up to 25 epochs / 45 min (vs recformer)",
         f"{_RF} --set out=runs/exp5/rf-B --set train.lr=3e-4 --set train.epochs=25 --set train.max_minutes=45"),
-    "recformer-bf16-allpositions": (
-        "recformer", "as recformer-bf16-lr3e-4, and every training position of every sequence at each epoch "
-                     "(positions_per_window = 0, batch 256) instead of 2 per sequence, patience 5, up to 40 "
-                     "epochs / 45 min",
-        f"{_RF} --set out=runs/exp5/rf-E --set train.lr=3e-4 --set train.epochs=40 --set train.patience=5 "
-        "--set train.batch_size=256 --set train.max_minutes=45 --set teacher.positions_per_window=0"),
 }
 
 
