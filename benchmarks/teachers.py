@@ -64,6 +64,17 @@ PROBES = {
         "unim2rec", "hidden size 256 instead of 128, no pre-training (vs unim2rec-nopretrain)",
         "prmkd teacher finetune configs/teachers/unim2rec_scientific.toml --no-pretrain --set out=runs/exp5/m2-d256 "
         "--set teacher.hidden_size=256 --set train.threads=1"),
+    "unisrec-d256": (
+        "unisrec", "hidden size 256 instead of 128, pre-trained on Games at that size (vs unisrec)",
+        "prmkd teacher finetune configs/teachers/unisrec_scientific.toml --set out=runs/exp5/us-d256-pre "
+        "--set pretrain_dir=runs/exp5/pretrain --set teacher.hidden_size=256 --set train.threads=1 "
+        "--set pretrain.threads=1"),
+    "unim2rec-d256": (
+        "unim2rec", "hidden size 256 instead of 128, pre-trained on Games at that size (the same text-side "
+                    "pre-training run as unisrec-d256; vs unim2rec)",
+        "prmkd teacher finetune configs/teachers/unim2rec_scientific.toml --set out=runs/exp5/m2-d256-pre "
+        "--set pretrain_dir=runs/exp5/pretrain --set teacher.hidden_size=256 --set train.threads=1 "
+        "--set pretrain.threads=1"),
     "recformer-bf16-lr3e-4": (
         "recformer", "bfloat16 autocast (pre-training and fine-tuning), fine-tuning lr 3e-4 instead of 1e-4, "
                      "up to 25 epochs / 45 min (vs recformer)",
