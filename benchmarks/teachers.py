@@ -79,6 +79,10 @@ PROBES = {
         "recformer", "bfloat16 autocast (pre-training and fine-tuning), fine-tuning lr 3e-4 instead of 1e-4, "
                      "up to 25 epochs / 45 min (vs recformer)",
         f"{_RF} --set out=runs/exp5/rf-B --set train.lr=3e-4 --set train.epochs=25 --set train.max_minutes=45"),
+    "recformer-bf16-long": (
+        "recformer", "bfloat16 autocast, the config's lr 1e-4, up to 60 epochs / 45 min with patience 5 instead of "
+                     "15 epochs / 25 min with patience 3 (vs recformer)",
+        f"{_RF} --set out=runs/exp5/rf-long --set train.epochs=60 --set train.patience=5 --set train.max_minutes=45"),
 }
 
 
