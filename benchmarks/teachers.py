@@ -75,6 +75,12 @@ PROBES = {
         "prmkd teacher finetune configs/teachers/unim2rec_scientific.toml --set out=runs/exp5/m2-d256-pre "
         "--set pretrain_dir=runs/exp5/pretrain --set teacher.hidden_size=256 --set train.threads=1 "
         "--set pretrain.threads=1"),
+    "unisrec-d256-pretrain-patience10": (
+        "unisrec", "as unisrec-d256, pre-training with patience 10 instead of 3 (unisrec-d256's pre-training "
+                   "stopped after 12 epochs)",
+        "prmkd teacher finetune configs/teachers/unisrec_scientific.toml --set out=runs/exp5/us-d256-pre10 "
+        "--set pretrain_dir=runs/exp5/pretrain --set teacher.hidden_size=256 --set train.threads=1 "
+        "--set pretrain.threads=1 --set pretrain.patience=10"),
     "recformer-bf16-lr3e-4": (
         "recformer", "bfloat16 autocast (pre-training and fine-tuning), fine-tuning lr 3e-4 instead of 1e-4, "
                      "up to 25 epochs / 45 min (vs recformer)",
@@ -86,7 +92,7 @@ PROBES = {
 }
 
 
-def run_probe(name: str) -> dict:
+def run_probe(name: str, run: bool = True) -> dict | None:
     import shlex
     import subprocess
 
@@ -95,6 +101,9 @@ def run_probe(name: str) -> dict:
     out = ROOT / next(a.split("=", 1)[1] for a in args if a.startswith("out="))
     results = out / "finetune" / "results.json"
     if not results.exists():
+        if not run:
+            log(f"probe {name}: no finished run in {out}, left out (--no-run)")
+            return None
         log(f"running: {command}")
         subprocess.run(args, cwd=ROOT, check=True)
     res = json.loads(results.read_text())
@@ -156,6 +165,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", default="", help="run the variants whose name starts with this")
     ap.add_argument("--probes", action="store_true", help="only collect (or run) the probes; keep the other rows")
+    ap.add_argument("--no-run", action="store_true", help="collect finished probes only; run none")
     args = ap.parse_args()
     path = RESULTS / "teachers_scientific.json"
     old = json.loads(path.read_text()) if path.exists() else {}
@@ -167,7 +177,9 @@ def main() -> None:
     for name in PROBES:
         if name.startswith(args.only):
             log(f"== probe {name}")
-            rows[name] = run_probe(name)
+            row = run_probe(name, run=not args.no_run)
+            if row is not None:
+                rows[name] = row
     order = [*VARIANTS, *PROBES]
     sasrec = _sasrec_reference()
     for r in rows.values():
