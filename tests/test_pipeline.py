@@ -195,3 +195,14 @@ def test_parallel_teacher_build_reports_a_failing_teacher_by_name(tmp_path):
     assert "Traceback" not in out.stderr
     # the other teacher's process ran to the end
     assert (tmp_path / "fail" / "teachers" / "unisrec" / "cache" / "manifest.json").exists()
+
+
+def test_teachers_sharing_a_pretraining_run_are_built_in_one_process():
+    """configs/scientific.toml: the UniSRec- and UniM2Rec-style teachers pre-train one computation on Games, so
+    they form one group; the Recformer-style teacher is another."""
+    require_dataset("Games_LLMRank")
+    from prmkd.pipeline import Pipeline, load_pipeline, teacher_groups
+
+    pipe = Pipeline(load_pipeline(REPO / "configs" / "scientific.toml"), log=lambda m: None)
+    groups = [[s.name or s.family for s in g] for g in teacher_groups(pipe)]
+    assert sorted(groups) == [["recformer"], ["unisrec", "unim2rec"]]

@@ -21,7 +21,7 @@ from .data.dataset import SeqDataset, prepare
 from .env import environment, git_commit, machine, now
 from .errors import ConfigError, PrmkdError
 from .runner import train_run
-from .teachers.pipeline import TeacherRunConfig, build_teacher, teacher_config
+from .teachers.pipeline import TeacherRunConfig, build_teacher, pretrain_key, teacher_config
 from .train import write_json
 
 STAGES = ("teachers", "baselines", "distill", "ablations", "universality", "sweeps", "efficiency", "report")
@@ -319,17 +319,19 @@ class Pipeline:
 
 
 def teacher_groups(pipe: Pipeline) -> list[list[TeacherSpec]]:
-    """The teachers to build, grouped so that teachers sharing one pre-training run (same family module
-    and sources, e.g. the UniSRec- and UniM2Rec-style ones) are built one after the other in one process."""
-    groups: dict[str, list[TeacherSpec]] = {}
+    """The teachers to build, grouped by pre-training run: teachers whose pre-training is one computation (the
+    same `pretrain_key`, e.g. the UniSRec- and UniM2Rec-style ones) are built one after the other in one
+    process. Prepares the source datasets, so that no two processes write one dataset's cache."""
+    groups: dict[tuple, list[TeacherSpec]] = {}
     for spec in pipe.cfg.teachers:
         name = spec.name or spec.family
         if pipe.only_teachers is not None and name not in pipe.only_teachers:
             continue
-        mod, _ = teacher_config(TeacherRunConfig(family=spec.family, teacher=spec.teacher))
-        shares = hasattr(mod, "pretrain_options") and spec.sources
-        key = (f"{mod.pretrain.__module__}:{json.dumps([to_dict(s) for s in spec.sources], sort_keys=True)}"
-               if shares else f"teacher:{name}")
+        if spec.sources:
+            sources = [prepare(s, log=pipe.log) for s in spec.sources]
+            key = pretrain_key(pipe.teacher_run_config(spec), sources)
+        else:
+            key = ("teacher", name)
         groups.setdefault(key, []).append(spec)
     return list(groups.values())
 
@@ -363,45 +365,36 @@ def build_teachers_parallel(pipe: Pipeline, jobs: int) -> None:
     split between them). The serial loop in `stage_teachers` then finds every cache finished and reuses it.
     Each stage inside a teacher build is resumable, so an interrupted parallel build resumes like a serial one."""
     import multiprocessing as mp
+    import multiprocessing.connection as mpc
     import os
     import queue as queue_mod
 
     groups = teacher_groups(pipe)
     if len(groups) < 2:
         return
-    for g in groups:  # prepared once here, so that no two processes write one dataset's cache
-        for spec in g:
-            for src in spec.sources:
-                prepare(src, log=pipe.log)
     ctx = mp.get_context("spawn")
     width = min(jobs, len(groups))
     threads = max(1, (os.cpu_count() or 1) // width)
     pipe.log(f"building teachers in up to {width} processes, {threads} torch thread(s) each: "
              + "; ".join(", ".join(s.name or s.family for s in g) for g in groups))
-    pending, running, errors = list(groups), [], []
+    pending, running, errors = list(groups), {}, []
     while pending or running:
         while pending and len(running) < width:  # a freed slot takes the next group
             g = pending.pop(0)
             q = ctx.Queue()
             p = ctx.Process(target=_build_group, args=([pipe.teacher_run_config(s) for s in g], threads, q))
             p.start()
-            running.append((g, p, q))
-        g, p, q = running[0]
-        for item in running:
-            item[1].join(timeout=0.5)
-            if not item[1].is_alive():
-                g, p, q = item
-                break
-        else:
-            continue
-        running.remove((g, p, q))
-        try:
-            msg = q.get(timeout=1)
-        except queue_mod.Empty:
-            msg = None
-        if p.exitcode != 0:
-            names = ", ".join(s.name or s.family for s in g)
-            errors.append(msg or f"the process building {names} exited with code {p.exitcode}")
+            running[p.sentinel] = (g, p, q)
+        for sentinel in mpc.wait(list(running)):  # blocks until a process ends
+            g, p, q = running.pop(sentinel)
+            p.join()
+            try:
+                msg = q.get(timeout=1)
+            except queue_mod.Empty:
+                msg = None
+            if p.exitcode != 0:
+                names = ", ".join(s.name or s.family for s in g)
+                errors.append(msg or f"the process building {names} exited with code {p.exitcode}")
     if errors:
         raise PrmkdError("parallel teacher build failed: " + "; ".join(errors) +
                          " (finished stages are kept; rerun to resume, or add --jobs 1 to see the error inline)")

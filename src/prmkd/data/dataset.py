@@ -317,22 +317,27 @@ def prepare(cfg: DataConfig, log=print) -> SeqDataset:
     return ds
 
 
+def write_atomic(path: Path, write) -> None:
+    """`write(tmp)` to a temporary name beside `path`, then rename it into place: a kill never leaves a half-written
+    file, and the name is private to this process (two processes may write the same cache file). The temporary
+    name keeps the suffix, which numpy's savers insist on."""
+    tmp = path.with_suffix(f".{os.getpid()}.tmp{path.suffix}")
+    write(tmp)
+    tmp.replace(path)
+
+
 def save_prepared(ds: SeqDataset, folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f"arrays.{os.getpid()}.tmp.npz"  # per process: two processes may prepare one dataset
     arrays = {"seq_items": ds.seq_items, "seq_offsets": ds.seq_offsets}
     for k, (x, has) in ds.features.items():
         arrays[f"feat__{k}"], arrays[f"has__{k}"] = x, has
-    np.savez(tmp, **arrays)
-    tmp.replace(folder / "arrays.npz")
-    tmp = folder / f"items.{os.getpid()}.tmp.json"
-    tmp.write_text(json.dumps({"item_keys": ds.item_keys, "user_keys": ds.user_keys,
-                               "item_fields": ds.item_fields, "item_text": ds.item_text}))
-    tmp.replace(folder / "items.json")
+    write_atomic(folder / "arrays.npz", lambda t: np.savez(t, **arrays))
+    items = {"item_keys": ds.item_keys, "user_keys": ds.user_keys, "item_fields": ds.item_fields,
+             "item_text": ds.item_text}
+    write_atomic(folder / "items.json", lambda t: t.write_text(json.dumps(items)))
     meta = {**ds.meta, "name": ds.name, "max_len": ds.max_len, "summary": ds.summary()}
-    tmp = folder / f"meta.{os.getpid()}.tmp.json"
-    tmp.write_text(json.dumps(meta, indent=2))
-    tmp.replace(folder / "meta.json")  # written last: its presence means complete
+    # written last: its presence means complete
+    write_atomic(folder / "meta.json", lambda t: t.write_text(json.dumps(meta, indent=2)))
 
 
 def load_prepared(folder: Path) -> SeqDataset:

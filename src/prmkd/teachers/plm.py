@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..data.dataset import write_atomic
 from ..errors import PrmkdError
 
 PLM_NAME = "all-MiniLM-L6-v2"
@@ -84,8 +85,7 @@ def item_text_embeddings(ds, cache_dir: str | Path, max_tokens: int = 128, devic
     emb = embed_texts(ds.item_text[1:], max_tokens=max_tokens, device=device)
     emb = np.concatenate([np.zeros((1, emb.shape[1]), dtype=np.float32), emb])
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.save(path.with_suffix(f".{os.getpid()}.tmp.npy"), emb)
-    path.with_suffix(f".{os.getpid()}.tmp.npy").replace(path)
+    write_atomic(path, lambda t: np.save(t, emb))
     print(f"embedded {ds.n_items} item texts of {ds.name} with {PLM_NAME} in {time.time() - t0:.0f}s -> {path}",
           file=sys.stderr)
     return emb

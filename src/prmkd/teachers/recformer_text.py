@@ -16,7 +16,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..data.dataset import write_atomic
 from ..errors import PrmkdError
 
 KEY_WORDS = {"categories": "category"}  # the key's words as the PLM reads them (default: the field name)
@@ -157,9 +157,7 @@ def item_states(bert, tokens: ItemTokens, frozen_layers: int, path: Path | None 
             out[i, 0] = h.mean(0).numpy()
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
-        np.save(tmp, out)
-        tmp.replace(path)
+        write_atomic(path, lambda t: np.save(t, out))
         if log:
             log(f"cached token states of {n - 1} items ({P} tokens x {d}, {out.nbytes / 2**20:.0f} MiB) after "
                 f"{frozen_layers} frozen PLM layers in {time.time() - t0:.0f}s -> {path}")
