@@ -98,6 +98,18 @@ def main() -> None:
            "score_512_users_seconds": {k: round(v, 4) for k, v in score_s.items()},
            "score_max_abs_diff": round(float(diff.max()), 4), "score_mean_abs_diff": round(float(diff.mean()), 5),
            "top10_overlap_bf16_vs_fp32": round(overlap, 4),
+           "runs": [{"name": f"recformer-cpu-{k}", "role": "reference", "dataset": "Scientific_UniSRec", "seed": 0,
+                     "config": {"preset": "cpu", "bf16": k == "bfloat16", "batch_size": args.batch_size},
+                     "metrics": ({} if k == "float32" else  # float32 is the reference the scores are compared to
+                                 {"score_mean_abs_diff_vs_float32": round(float(diff.mean()), 5),
+                                  "top10_overlap_vs_float32": round(overlap, 4)}),
+                     "timing": {"train_step_seconds": round(med[k], 4), "score_512_users_seconds": round(score_s[k], 4)}}
+                    for k in models],
+           "comparisons": [{"name": f"{what} time: float32 / bfloat16", "a": "recformer-cpu-float32",
+                            "b": "recformer-cpu-bfloat16", "metric": metric, "value": round(v, 2), "p_value": None}
+                           for what, metric, v in (
+                               ("training step", "train_step_seconds", med["float32"] / med["bfloat16"]),
+                               ("scoring", "score_512_users_seconds", score_s["float32"] / score_s["bfloat16"]))],
            "notes": ["Both models in one process, alternating rounds over the same batches; median over all timed "
                      "steps. Scores are cosine / 0.05, so they range over [-20, 20]."]}
     write_json(RESULTS / "recformer_bf16.json", doc)
