@@ -566,7 +566,7 @@ def pretrain(cfg: RecformerConfig, sources: list[SeqDataset], train_cfg: TrainCo
     returns the checkpoint of the shared weights (all of them: the model has no per-dataset parameter).
     train_cfg gives seed, device, threads, weight decay and gradient clipping; resumes from out_dir."""
     from ..env import resolve_device
-    from ..train import seed_everything
+    from ..train import deterministic_on_cpu, seed_everything
 
     if not sources:
         raise PrmkdError("recformer pre-training needs at least one source dataset")
@@ -576,6 +576,7 @@ def pretrain(cfg: RecformerConfig, sources: list[SeqDataset], train_cfg: TrainCo
     if train_cfg.threads:
         torch.set_num_threads(train_cfg.threads)
     device = resolve_device(train_cfg.device)
+    deterministic_on_cpu(device)
     tok, bert, plm_id = (*plm, "custom") if plm is not None else load_plm_for(cfg)
     fp = _pretrain_fingerprint(cfg, sources, train_cfg.seed, plm_id)
     if final.exists() and torch.load(final, map_location="cpu", weights_only=False).get("fingerprint") == fp:
