@@ -81,6 +81,18 @@ PROBES = {
         "prmkd teacher finetune configs/teachers/unisrec_scientific.toml --set out=runs/exp5/us-d256-pre10 "
         "--set pretrain_dir=runs/exp5/pretrain --set teacher.hidden_size=256 --set train.threads=1 "
         "--set pretrain.threads=1 --set pretrain.patience=10"),
+    "unisrec-d256-nopretrain-t0.05": (
+        "unisrec", "as unisrec-d256-nopretrain, temperature 0.05 instead of 0.07",
+        "prmkd teacher finetune configs/teachers/unisrec_scientific.toml --no-pretrain --set out=runs/exp6/us-d256-t05 "
+        "--set teacher.hidden_size=256 --set teacher.temperature=0.05 --set train.threads=1"),
+    "unisrec-d256-nopretrain-dropout0.3": (
+        "unisrec", "as unisrec-d256-nopretrain, dropout and attention dropout 0.3 instead of 0.5",
+        "prmkd teacher finetune configs/teachers/unisrec_scientific.toml --no-pretrain --set out=runs/exp6/us-d256-dr3 "
+        "--set teacher.hidden_size=256 --set teacher.dropout=0.3 --set teacher.attn_dropout=0.3 --set train.threads=1"),
+    "unisrec-d256-nopretrain-patience10": (
+        "unisrec", "as unisrec-d256-nopretrain, patience 10 instead of 5 and up to 150 epochs instead of 100",
+        "prmkd teacher finetune configs/teachers/unisrec_scientific.toml --no-pretrain --set out=runs/exp6/us-d256-p10 "
+        "--set teacher.hidden_size=256 --set train.patience=10 --set train.epochs=150 --set train.threads=1"),
     "recformer-bf16-lr3e-4": (
         "recformer", "bfloat16 autocast (pre-training and fine-tuning), fine-tuning lr 3e-4 instead of 1e-4, "
                      "up to 25 epochs / 45 min (vs recformer)",
