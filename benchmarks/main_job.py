@@ -33,7 +33,8 @@ AGAIN_COMMAND = "rm -rf runs .prmkd && . .venv/bin/activate && prmkd run configs
 
 
 def metrics_by_run(summary: dict) -> dict[str, dict]:
-    return {f"{r['name']}/seed{r.get('seed', 0)}": r["metrics"]["test"] for r in summary["runs"]}
+    """run folder -> test metrics (names repeat: every ablation and sweep run is a prmkd-sasrec)."""
+    return {r["run_dir"]: r["metrics"]["test"] for r in summary["runs"]}
 
 
 def compare(a: dict[str, dict], b: dict[str, dict]) -> dict:
