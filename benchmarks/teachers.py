@@ -93,6 +93,16 @@ PROBES = {
         "unisrec", "as unisrec-d256-nopretrain, patience 10 instead of 5 and up to 150 epochs instead of 100",
         "prmkd teacher finetune configs/teachers/unisrec_scientific.toml --no-pretrain --set out=runs/exp6/us-d256-p10 "
         "--set teacher.hidden_size=256 --set train.patience=10 --set train.epochs=150 --set train.threads=1"),
+    "unisrec-d256-nopretrain-3layers": (
+        "unisrec", "as unisrec-d256-nopretrain, 3 transformer layers and 4 heads instead of 2 and 2",
+        "prmkd teacher finetune configs/teachers/unisrec_scientific.toml --no-pretrain --set out=runs/exp6/us-d256-l3h4 "
+        "--set teacher.hidden_size=256 --set teacher.layers=3 --set teacher.heads=4 --set train.threads=1"),
+    "recformer-2layers-nopretrain": (
+        "recformer", "two trained MiniLM layers (frozen_layers 4 instead of 5), no pre-training, bfloat16, lr 3e-4, "
+                     "up to 40 epochs / 70 min with patience 4 (vs recformer-nopretrain)",
+        "prmkd teacher finetune configs/teachers/recformer_scientific.toml --no-pretrain --set train.threads=1 "
+        "--set teacher.bf16=true --set teacher.frozen_layers=4 --set out=runs/exp6/rf-L2-nopre --set train.lr=3e-4 "
+        "--set train.epochs=40 --set train.patience=4 --set train.max_minutes=70"),
     "recformer-bf16-lr3e-4": (
         "recformer", "bfloat16 autocast (pre-training and fine-tuning), fine-tuning lr 3e-4 instead of 1e-4, "
                      "up to 25 epochs / 45 min (vs recformer)",
