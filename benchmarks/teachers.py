@@ -97,6 +97,14 @@ PROBES = {
         "unisrec", "as unisrec-d256-nopretrain, 3 transformer layers and 4 heads instead of 2 and 2",
         "prmkd teacher finetune configs/teachers/unisrec_scientific.toml --no-pretrain --set out=runs/exp6/us-d256-l3h4 "
         "--set teacher.hidden_size=256 --set teacher.layers=3 --set teacher.heads=4 --set train.threads=1"),
+    "unisrec-d256-nopretrain-batch256": (
+        "unisrec", "as unisrec-d256-nopretrain, batch size 256 instead of 512",
+        "prmkd teacher finetune configs/teachers/unisrec_scientific.toml --no-pretrain --set out=runs/exp6/us-d256-b256 "
+        "--set teacher.hidden_size=256 --set train.batch_size=256 --set train.threads=1"),
+    "unisrec-d256-nopretrain-16experts": (
+        "unisrec", "as unisrec-d256-nopretrain, 16 adaptor experts instead of 8",
+        "prmkd teacher finetune configs/teachers/unisrec_scientific.toml --no-pretrain --set out=runs/exp6/us-d256-e16 "
+        "--set teacher.hidden_size=256 --set teacher.experts=16 --set train.threads=1"),
     "recformer-2layers-nopretrain": (
         "recformer", "two trained MiniLM layers (frozen_layers 4 instead of 5), no pre-training, bfloat16, lr 3e-4, "
                      "up to 40 epochs / 70 min with patience 4 (vs recformer-nopretrain)",
