@@ -19,7 +19,7 @@ import torch
 
 from .config import EvalConfig, TrainConfig
 from .data.batches import SeqBatch, TrainBatches
-from .data.dataset import SeqDataset
+from .data.dataset import SeqDataset, write_atomic
 from .env import resolve_device
 from .evaluate import evaluate
 
@@ -57,17 +57,16 @@ def deterministic_on_cpu(device: torch.device) -> None:
     """On a CPU, make torch use its deterministic kernels. By default the backward of advanced indexing
     (`x[idx]` with repeated indices, i.e. index_put with accumulate) sums in thread order, so two runs of the
     same seed differed in the last bits and, after a few epochs, in their metrics (the distilled DeepFM on
-    ML-100K). The deterministic kernel sorts instead and was not slower in a micro-benchmark. warn_only: an op
-    without a deterministic kernel warns instead of failing. GPUs are left alone (cuBLAS would need
+    ML-100K). The deterministic kernel sorts instead; the ML-100K main job got no slower (wall_time.json).
+    warn_only: an op without a deterministic kernel warns instead of failing. GPUs are left alone (cuBLAS would need
     CUBLAS_WORKSPACE_CONFIG, and several CUDA kernels are slower in deterministic mode)."""
     if device.type == "cpu" and not torch.are_deterministic_algorithms_enabled():
         torch.use_deterministic_algorithms(True, warn_only=True)
 
 
-def _save(path: Path, obj) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)  # atomic: a kill never leaves a half-written checkpoint
+def save_checkpoint(path: Path, obj) -> None:
+    """torch.save, atomically: a kill never leaves a half-written checkpoint."""
+    write_atomic(Path(path), lambda t: torch.save(obj, t))
 
 
 def _rng_state(device) -> dict:
@@ -126,7 +125,7 @@ def fit(model: torch.nn.Module, ds: SeqDataset, cfg: TrainConfig, out_dir: Path,
             log(f"ignoring {ckpt_path}: it belongs to another configuration")
 
     def checkpoint():
-        _save(ckpt_path, {"model": model.state_dict(), "optimizer": opt.state_dict(), "state": state,
+        save_checkpoint(ckpt_path, {"model": model.state_dict(), "optimizer": opt.state_dict(), "state": state,
                           "rng": _rng_state(device), "fingerprint": fingerprint})
 
     show_bar = cfg.progress and sys.stderr.isatty()
@@ -178,7 +177,7 @@ def fit(model: torch.nn.Module, ds: SeqDataset, cfg: TrainConfig, out_dir: Path,
             if score > state["best"]:
                 state.update(best=score, best_epoch=epoch, best_valid=res.metrics, bad=0,
                              time_to_best=state["elapsed"])
-                _save(best_path, {"model": model.state_dict(), "epoch": epoch, "valid": res.metrics})
+                save_checkpoint(best_path, {"model": model.state_dict(), "epoch": epoch, "valid": res.metrics})
             else:
                 state["bad"] += 1
         else:
@@ -204,9 +203,7 @@ def fit(model: torch.nn.Module, ds: SeqDataset, cfg: TrainConfig, out_dir: Path,
 
 
 def write_json(path: Path, obj) -> None:
-    tmp = Path(path).with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=_jsonable))
-    tmp.replace(path)
+    write_atomic(Path(path), lambda t: t.write_text(json.dumps(obj, indent=2, default=_jsonable)))
 
 
 def _jsonable(x):

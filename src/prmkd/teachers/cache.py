@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from ..data.batches import EvalBatch, TrainBatches, eval_batches
-from ..data.dataset import SeqDataset
+from ..data.dataset import SeqDataset, write_atomic
 from ..env import now
 from ..errors import CacheMismatchError, PrmkdError
 from ..models.base import Recommender
@@ -56,9 +56,7 @@ def write_cache(folder: Path, *, name: str, family: str, items: np.ndarray, trai
         "metrics": metrics or {}, "parameters": parameters, "config": config or {}, "created": now(),
         **(extra or {}),
     }
-    tmp = folder / "manifest.json.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2))
-    tmp.replace(folder / "manifest.json")
+    write_atomic(folder / "manifest.json", lambda t: t.write_text(json.dumps(manifest, indent=2)))
     return folder
 
 

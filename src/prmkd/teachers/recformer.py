@@ -566,7 +566,7 @@ def pretrain(cfg: RecformerConfig, sources: list[SeqDataset], train_cfg: TrainCo
     returns the checkpoint of the shared weights (all of them: the model has no per-dataset parameter).
     train_cfg gives seed, device, threads, weight decay and gradient clipping; resumes from out_dir."""
     from ..env import resolve_device
-    from ..train import deterministic_on_cpu, seed_everything
+    from ..train import deterministic_on_cpu, save_checkpoint, seed_everything
 
     if not sources:
         raise PrmkdError("recformer pre-training needs at least one source dataset")
@@ -598,12 +598,13 @@ def pretrain(cfg: RecformerConfig, sources: list[SeqDataset], train_cfg: TrainCo
             torch.set_rng_state(ck["rng"])
             log(f"resuming pre-training from step {state['step']}")
     _pretrain_loop(model, opt, banks, sources, cfg, train_cfg, state, device, log,
-                   save=lambda: _save(ckpt, {"model": model.state_dict(), "optimizer": opt.state_dict(),
-                                             "state": state, "rng": torch.get_rng_state(), "fingerprint": fp}))
-    _save(final, {"model": model.state_dict(), "config": to_dict(cfg), "plm": plm_id, "fingerprint": fp,
-                  "sources": [s.name for s in sources], "steps": state["step"],
-                  "train_seconds": round(state["seconds"], 1), "cache_seconds": round(cache_seconds, 1),
-                  "history": state["history"]})
+                   save=lambda: save_checkpoint(ckpt, {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                                                       "state": state, "rng": torch.get_rng_state(),
+                                                       "fingerprint": fp}))
+    save_checkpoint(final, {"model": model.state_dict(), "config": to_dict(cfg), "plm": plm_id, "fingerprint": fp,
+                            "sources": [s.name for s in sources], "steps": state["step"],
+                            "train_seconds": round(state["seconds"], 1), "cache_seconds": round(cache_seconds, 1),
+                            "history": state["history"]})
     ckpt.unlink(missing_ok=True)
     log(f"pre-trained {state['step']} steps in {state['seconds']:.0f}s -> {final}")
     return final
@@ -643,12 +644,6 @@ def _pretrain_loop(model, opt, banks, sources, cfg, train_cfg, state, device, lo
             run_loss = run_mlm = 0.0
         if state["step"] % 250 == 0:
             save()
-
-
-def _save(path: Path, obj) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)
 
 
 COMPATIBLE_KEYS = ("fields", "key_tokens", "summary_token", "frozen_layers", "max_items", "attention", "embedding_scale")
