@@ -105,6 +105,14 @@ PROBES = {
         "unisrec", "as unisrec-d256-nopretrain, 16 adaptor experts instead of 8",
         "prmkd teacher finetune configs/teachers/unisrec_scientific.toml --no-pretrain --set out=runs/exp6/us-d256-e16 "
         "--set teacher.hidden_size=256 --set teacher.experts=16 --set train.threads=1"),
+    "unisrec-d256-nopretrain-seed1": (
+        "unisrec", "as unisrec-d256-nopretrain, seed 1 instead of 0 (seed spread of the strongest teacher)",
+        "prmkd teacher finetune configs/teachers/unisrec_scientific.toml --no-pretrain --set out=runs/exp7/us-d256-s1 "
+        "--set teacher.hidden_size=256 --set train.seed=1 --set train.threads=1"),
+    "unisrec-d256-nopretrain-seed2": (
+        "unisrec", "as unisrec-d256-nopretrain, seed 2 instead of 0 (seed spread of the strongest teacher)",
+        "prmkd teacher finetune configs/teachers/unisrec_scientific.toml --no-pretrain --set out=runs/exp7/us-d256-s2 "
+        "--set teacher.hidden_size=256 --set train.seed=2 --set train.threads=1"),
     "recformer-2layers-nopretrain": (
         "recformer", "two trained MiniLM layers (frozen_layers 4 instead of 5), no pre-training, bfloat16, lr 3e-4, "
                      "up to 40 epochs / 70 min with patience 4 (vs recformer-nopretrain)",
@@ -115,6 +123,26 @@ PROBES = {
         "recformer", "bfloat16 autocast (pre-training and fine-tuning), fine-tuning lr 3e-4 instead of 1e-4, "
                      "up to 25 epochs / 45 min (vs recformer)",
         f"{_RF} --set out=runs/exp5/rf-B --set train.lr=3e-4 --set train.epochs=25 --set train.max_minutes=45"),
+    "recformer-live": (
+        "recformer", "finetune_loss = live (every item re-encoded with gradients at every step, instead of the table "
+                     "frozen within each epoch), bfloat16, lr 3e-4, up to 30 epochs / 60 min (vs recformer-bf16-lr3e-4)",
+        f"{_RF} --set teacher.finetune_loss=live --set train.lr=3e-4 --set out=runs/exp7/rf-live "
+        "--set train.max_minutes=60 --set train.epochs=30"),
+    "recformer-live-allpositions": (
+        "recformer", "as recformer-live, every training position of a window per step instead of 2 (in the live "
+                     "mode re-encoding the items dominates a step), up to 40 min (vs recformer-live)",
+        f"{_RF} --set teacher.finetune_loss=live --set teacher.positions_per_window=0 --set train.lr=3e-4 "
+        "--set out=runs/exp7/rf-live-all --set train.max_minutes=40 --set train.epochs=30"),
+    "recformer-live-allpositions-long": (
+        "recformer", "as recformer-live-allpositions, up to 65 min instead of 40 (that run was still improving "
+                     "when its budget ended)",
+        f"{_RF} --set teacher.finetune_loss=live --set teacher.positions_per_window=0 --set train.lr=3e-4 "
+        "--set out=runs/exp7/rf-live-all-long --set train.max_minutes=65 --set train.epochs=40"),
+    "recformer-live-nopretrain": (
+        "recformer", "as recformer-live, no pre-training (MiniLM weights only)",
+        "prmkd teacher finetune configs/teachers/recformer_scientific.toml --no-pretrain --set train.threads=1 "
+        "--set teacher.bf16=true --set teacher.finetune_loss=live --set train.lr=3e-4 "
+        "--set out=runs/exp7/rf-live-nopre --set train.max_minutes=60 --set train.epochs=30"),
     "recformer-bf16-long": (
         "recformer", "bfloat16 autocast, the config's lr 1e-4, up to 60 epochs / 45 min with patience 5 instead of "
                      "15 epochs / 25 min with patience 3 (vs recformer)",

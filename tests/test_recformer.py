@@ -190,3 +190,20 @@ def test_pretrain_then_fine_tune_loads_and_refuses_another_configuration(plm, tm
     assert torch.equal(model.cls, ck["model"]["cls"]) and model.bank.dataset == "tiny"
     with pytest.raises(CacheMismatchError, match="frozen_layers"):
         R.load_pretrained(R.build(tiny_cfg(frozen_layers=0, summary_token=False), target, None, plm=plm), path)
+
+
+def test_live_loss_trains_the_item_side_and_the_table_loss_does_not(plm):
+    """Without dropout both losses have the same value; only "live" sends gradient through the items' encodings."""
+    ds = make_ds()
+    _, batch = next(TrainBatches(ds, 16, 0).epoch(0))
+    grads, losses = {}, {}
+    for mode in ("table", "live"):
+        model = R.build(tiny_cfg(finetune_loss=mode), ds, None, plm=plm)
+        model.train()
+        torch.manual_seed(0)
+        loss = model.own_loss(model.encode(batch))
+        loss.backward()
+        losses[mode] = loss.item()
+        grads[mode] = torch.cat([p.grad.flatten() for p in model.blocks.parameters()])
+    assert losses["live"] == pytest.approx(losses["table"], rel=1e-5)
+    assert not torch.allclose(grads["live"], grads["table"], rtol=1e-3, atol=1e-7)

@@ -222,3 +222,17 @@ def test_pretraining_key_leaves_out_finetuning_only_options(work):
 
     assert key() == key(positions_per_window=0, finetune_loss="live")
     assert key() != key(bf16=True) and key() != key(frozen_layers=4)
+
+
+@pytest.mark.parametrize("path", sorted((__import__("pathlib").Path(__file__).resolve().parents[1] / "configs" /
+                                         "teachers").glob("*.toml")), ids=lambda p: p.name)
+def test_every_shipped_teacher_config_loads_and_is_valid(path):
+    from prmkd.config import load
+    from prmkd.teachers import recformer
+    from prmkd.teachers.pipeline import teacher_config
+
+    cfg = load(TeacherRunConfig, path)
+    mod, tcfg = teacher_config(cfg)
+    assert cfg.data.path and all(s.path for s in cfg.sources)
+    if mod is recformer:
+        recformer.check_config(tcfg, 6)  # MiniLM's 6 layers
