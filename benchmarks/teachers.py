@@ -219,6 +219,30 @@ def run_variant(name: str) -> dict:
             "run_dir": str(Path(tcfg.out) / "finetune"), "script_seconds_this_variant": round(time.time() - t0, 1)}
 
 
+# a teacher run again with other seeds: base row -> the rows of its other seeds
+SEED_GROUPS = {"unisrec-d256-nopretrain": ["unisrec-d256-nopretrain-seed1", "unisrec-d256-nopretrain-seed2"]}
+
+
+def seed_spread(rows: dict, sasrec: dict | None) -> dict:
+    """Mean and sample standard deviation of test NDCG@10 / Recall@10 over each seed group that is complete."""
+    import statistics
+
+    out = {}
+    for base, others in SEED_GROUPS.items():
+        names = [base, *others]
+        if not all(n in rows for n in names):
+            continue
+        rec = {"variants": names, "seeds": [(rows[n].get("train") or {}).get("seed", 0) for n in names]}
+        for m in ("ndcg@10", "recall@10"):
+            vals = [rows[n]["metrics"]["test"][m] for n in names]
+            rec[f"test_{m}"] = {"mean": round(statistics.mean(vals), 6), "std": round(statistics.stdev(vals), 6),
+                                "values": [round(v, 6) for v in vals]}
+        if sasrec:
+            rec["vs_sasrec_test_ndcg@10_of_the_mean"] = round(rec["test_ndcg@10"]["mean"] / sasrec["ndcg@10"] - 1, 4)
+        out[base] = rec
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", default="", help="run the variants whose name starts with this")
@@ -248,7 +272,9 @@ def main() -> None:
            "evaluation": "full ranking over all items, leave-one-out, unmasked, pessimistic ties (prmkd.evaluate)",
            "sasrec_reference": sasrec,
            "variants": [rows[n] for n in order if n in rows],
-           "runs": [{"name": f"teacher-{r['variant']}", "role": "teacher", "dataset": "Scientific_UniSRec", "seed": 0,
+           "seed_spread": seed_spread(rows, sasrec),
+           "runs": [{"name": f"teacher-{r['variant']}", "role": "teacher", "dataset": "Scientific_UniSRec",
+                     "seed": (r.get("train") or {}).get("seed", 0),
                      "config": r["teacher"], "metrics": r["metrics"], "timing": r["seconds"]}
                     for r in (rows[n] for n in order if n in rows)],
            "comparisons": [{"name": f"test ndcg@10: teacher-{r['variant']} / sasrec (mean of its seeds)",
@@ -265,7 +291,7 @@ def main() -> None:
                "Recformer-style pre-training is bounded by time (pretrain_minutes), so its step count depends on "
                "the machine's load; see its pretrain record for the steps done.",
                "Probes (rows with a `command`) were tried after the variants: each is one run of its command "
-               "(seed 0), collected by `python benchmarks/teachers.py --probes`, which runs the command when its "
+               "(seed 0 unless the command sets train.seed), collected by `python benchmarks/teachers.py --probes`, which runs the command when its "
                "folder holds no finished run."]}
     if args.probes and old.get("command"):  # the other rows come from the earlier, full invocation
         out["variants_made_by"] = {k: old.get("variants_made_by", {}).get(k, old.get(k))
