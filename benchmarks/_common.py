@@ -44,11 +44,11 @@ def header(extra_machine: dict | None = None) -> dict:
 
 
 def write_json(path: Path, obj: dict) -> None:
+    from prmkd.data.dataset import write_atomic
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=_plain) + "\n")
-    tmp.replace(path)
+    write_atomic(path, lambda t: t.write_text(json.dumps(obj, indent=2, default=_plain) + "\n"))
     print(f"wrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}", flush=True)
 
 

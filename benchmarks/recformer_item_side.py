@@ -41,11 +41,14 @@ class LastItem(torch.nn.Module):
         return state @ self.table[lo:hi].T
 
 
+KEYS = ("ndcg@10", "recall@10")
+
+
 def scores(table: torch.Tensor, ds) -> dict:
     from prmkd.evaluate import evaluate
 
     m = LastItem(table)
-    return {split: {k: round(v, 4) for k, v in evaluate(m, ds, split).metrics.items() if k in ("ndcg@10", "recall@10")}
+    return {split: {k: round(v, 4) for k, v in evaluate(m, ds, split).metrics.items() if k in KEYS}
             for split in ("valid", "test")}
 
 
@@ -55,28 +58,37 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     from prmkd.config import DataConfig
-    from prmkd.data.dataset import prepare
+    from prmkd.data.dataset import cache_root, prepare
     from prmkd.teachers import recformer as R
     from prmkd.teachers.plm import item_text_embeddings
 
     out = header()
-    ds = prepare(DataConfig(path=str(DATA)), log=log)
-    rows = {}
+    data = DataConfig(path=str(DATA))
+    ds, cache = prepare(data, log=log), cache_root(data)  # the caches the pipeline uses
     t0 = time.time()
-    rows["minilm-sentence-embedding"] = scores(torch.from_numpy(item_text_embeddings(ds, ROOT / ".prmkd/cache")), ds)
-    model = R.build(R.preset("cpu"), ds, ROOT / ".prmkd/cache", log=log)
-    rows["recformer-cpu-untrained"] = scores(model.eval().encode_table(), ds)
-    for run in args.run:
-        folder = Path(run) / "finetune"
-        cfg = json.loads((folder / "config.json").read_text())["teacher"]
-        m = R.build(R.RecformerConfig(**cfg), ds, ROOT / ".prmkd/cache", log=log)
-        m.load_state_dict(torch.load(folder / "best.pt", map_location="cpu", weights_only=False)["model"])
-        res = json.loads((folder / "results.json").read_text())
-        rows[run] = {**scores(m.eval().encode_table(), ds), "finetune_loss": cfg["finetune_loss"],
-                     "teacher_itself": {s: round(res["metrics"][s]["ndcg@10"], 4) for s in ("valid", "test")}}
-        log(f"{run}: {rows[run]}")
+
+    def run(name: str, role: str, metrics: dict, config: dict, seed: int = 0) -> dict:
+        return {"name": name, "role": role, "dataset": ds.name, "seed": seed, "config": config, "metrics": metrics}
+
+    runs = [run("last-item:minilm-sentence-embedding", "reference",
+                scores(torch.from_numpy(item_text_embeddings(ds, cache)), ds), {"item_table": "MiniLM mean pooling"}),
+            run("last-item:recformer-cpu-untrained", "reference",
+                scores(R.build(R.preset("cpu"), ds, cache, log=log).eval().encode_table(), ds),
+                {"item_table": "recformer preset cpu, MiniLM weights"})]
+    for folder in args.run:
+        ft = Path(folder) / "finetune"
+        cfg = json.loads((ft / "config.json").read_text())
+        m = R.build(R.RecformerConfig(**cfg["teacher"]), ds, cache, log=log)
+        m.load_state_dict(torch.load(ft / "best.pt", map_location="cpu", weights_only=False)["model"])
+        res = json.loads((ft / "results.json").read_text())
+        config = {"run_dir": folder, "finetune_loss": cfg["teacher"]["finetune_loss"]}
+        seed = cfg["train"].get("seed", 0)
+        runs.append(run(f"last-item:{folder}", "reference", scores(m.eval().encode_table(), ds), config, seed))
+        runs.append(run(f"teacher:{folder}", "teacher", {s: {k: round(res["metrics"][s][k], 4) for k in KEYS}
+                                                         for s in ("valid", "test")}, config, seed))
+        log(f"{folder}: {runs[-2]['metrics']} (the teacher itself: {runs[-1]['metrics']})")
     out.update({"what": __doc__.split("\n\n")[0], "metric": "NDCG@10 / Recall@10, full ranking, pessimistic ties",
-                "rows": rows, "seconds": round(time.time() - t0, 1)})
+                "runs": runs, "seconds": round(time.time() - t0, 1)})
     write_json(RESULTS / "recformer_item_side.json", out)
 
 

@@ -24,7 +24,7 @@ from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, ROOT, header, log, write_json  # noqa: E402
+from _common import RESULTS, ROOT, header, log, mean_std, write_json  # noqa: E402
 
 CONFIG = ROOT / "configs" / "scientific.toml"
 PIPE = ROOT / "runs" / "scientific"
@@ -223,20 +223,20 @@ def run_variant(name: str) -> dict:
 SEED_GROUPS = {"unisrec-d256-nopretrain": ["unisrec-d256-nopretrain-seed1", "unisrec-d256-nopretrain-seed2"]}
 
 
+def _seed(row: dict) -> int:
+    return (row.get("train") or {}).get("seed", 0)  # the VARIANTS rows carry no train config: seed 0
+
+
 def seed_spread(rows: dict, sasrec: dict | None) -> dict:
     """Mean and sample standard deviation of test NDCG@10 / Recall@10 over each seed group that is complete."""
-    import statistics
-
     out = {}
     for base, others in SEED_GROUPS.items():
         names = [base, *others]
         if not all(n in rows for n in names):
             continue
-        rec = {"variants": names, "seeds": [(rows[n].get("train") or {}).get("seed", 0) for n in names]}
+        rec = {"variants": names, "seeds": [_seed(rows[n]) for n in names]}
         for m in ("ndcg@10", "recall@10"):
-            vals = [rows[n]["metrics"]["test"][m] for n in names]
-            rec[f"test_{m}"] = {"mean": round(statistics.mean(vals), 6), "std": round(statistics.stdev(vals), 6),
-                                "values": [round(v, 6) for v in vals]}
+            rec[f"test_{m}"] = mean_std([rows[n]["metrics"]["test"][m] for n in names])
         if sasrec:
             rec["vs_sasrec_test_ndcg@10_of_the_mean"] = round(rec["test_ndcg@10"]["mean"] / sasrec["ndcg@10"] - 1, 4)
         out[base] = rec
@@ -274,7 +274,7 @@ def main() -> None:
            "variants": [rows[n] for n in order if n in rows],
            "seed_spread": seed_spread(rows, sasrec),
            "runs": [{"name": f"teacher-{r['variant']}", "role": "teacher", "dataset": "Scientific_UniSRec",
-                     "seed": (r.get("train") or {}).get("seed", 0),
+                     "seed": _seed(r),
                      "config": r["teacher"], "metrics": r["metrics"], "timing": r["seconds"]}
                     for r in (rows[n] for n in order if n in rows)],
            "comparisons": [{"name": f"test ndcg@10: teacher-{r['variant']} / sasrec (mean of its seeds)",

@@ -1,6 +1,7 @@
 """UniSRec- / UniM2Rec-style teachers, the teacher pipeline, and external teachers (import / export)."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -224,8 +225,8 @@ def test_pretraining_key_leaves_out_finetuning_only_options(work):
     assert key() != key(bf16=True) and key() != key(frozen_layers=4)
 
 
-@pytest.mark.parametrize("path", sorted((__import__("pathlib").Path(__file__).resolve().parents[1] / "configs" /
-                                         "teachers").glob("*.toml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "configs" / "teachers").glob("*.toml")),
+                         ids=lambda p: p.name)
 def test_every_shipped_teacher_config_loads_and_is_valid(path):
     from prmkd.config import load
     from prmkd.teachers import recformer
