@@ -204,3 +204,19 @@ def test_default_weights_from_validation_ndcg(tmp_path):
     assert torch.allclose(default_weights(caches, "valid_ndcg"), torch.tensor([0.25, 0.75]))
     assert torch.allclose(default_weights(caches, "uniform"), torch.tensor([0.5, 0.5]))
     assert torch.allclose(default_weights(caches, [1, 3]), torch.tensor([0.25, 0.75]))
+
+
+def test_a_rebuilt_teacher_cache_makes_a_distilled_run_new(tmp_path):
+    """Resuming must not reuse a distilled run made from an earlier build of a cache at the same path."""
+    from prmkd.config import RunConfig
+    from prmkd.runner import fingerprint
+
+    ds = cyclic_dataset()
+    oracle_cache(ds, tmp_path / "c", 1, "oracle")
+    rc = RunConfig(model={"name": "sasrec", "hidden_size": 32}, distill=DistillConfig(teachers=[str(tmp_path / "c")]))
+    first = fingerprint(rc, ds)
+    assert fingerprint(rc, ds) == first  # the same build: the same run
+    oracle_cache(ds, tmp_path / "c", 1, "oracle")  # the same content, rebuilt
+    assert fingerprint(rc, ds) != first
+    plain = RunConfig(model={"name": "sasrec", "hidden_size": 32})
+    assert fingerprint(plain, ds) != first

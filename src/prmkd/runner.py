@@ -40,12 +40,17 @@ def resolved(cfg: RunConfig) -> dict:
 
 
 def fingerprint(cfg: RunConfig, ds: SeqDataset) -> str:
-    """What makes two runs the same: the resolved config (minus where it is written and how it reports)
-    and the dataset."""
+    """What makes two runs the same: the resolved config (minus where it is written and how it reports),
+    the dataset, and for a distilled run which build of each teacher cache it read (a cache rebuilt at the
+    same path, e.g. after its teacher's settings changed, makes a new run, not a stale reuse)."""
+    from .teachers.cache import cache_identity
+
     d = resolved(cfg)
     d.pop("out", None)
     d["train"] = {k: v for k, v in d["train"].items() if k not in ("progress", "device", "threads")}
     d["data"] = ds.fingerprint
+    if cfg.distill.teachers:
+        d["teacher_caches"] = [cache_identity(t) for t in cfg.distill.teachers]
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -16,6 +16,7 @@ Distillation then applies its own tau on top (Eq. 1): s = softmax(logit / tau) o
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -54,10 +55,21 @@ def write_cache(folder: Path, *, name: str, family: str, items: np.ndarray, trai
         "dataset": ds.name, "dataset_fingerprint": ds.fingerprint, "n_items": ds.n_items,
         "n_users": ds.n_users, "n_train_instances": ds.n_train_instances,
         "metrics": metrics or {}, "parameters": parameters, "config": config or {}, "created": now(),
-        **(extra or {}),
+        "build_id": uuid.uuid4().hex, **(extra or {}),
     }
     write_atomic(folder / "manifest.json", lambda t: t.write_text(json.dumps(manifest, indent=2)))
     return folder
+
+
+def cache_identity(folder: str | Path) -> dict | None:
+    """What tells one build of a cache from another at the same path: its manifest's build id (the creation
+    time for caches written before there was one) and teacher fingerprint (None while there is no complete
+    cache there)."""
+    mpath = Path(folder) / "manifest.json"
+    if not mpath.exists():
+        return None
+    man = json.loads(mpath.read_text())
+    return {"build": man.get("build_id") or man.get("created"), "teacher_fingerprint": man.get("teacher_fingerprint")}
 
 
 def check_arrays(arrays: dict[str, np.ndarray], ds: SeqDataset, where: str) -> None:
