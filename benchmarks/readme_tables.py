@@ -47,8 +47,8 @@ def teachers() -> None:
               f"Recall@10 {ref['recall@10']:.4f}.")
 
 
-def main_table() -> None:
-    d = load("prmkd_scientific.json")
+def main_table(name: str = "prmkd_scientific.json") -> None:
+    d = load(name)
     if not d:
         return
     rows = [(f"teacher {k[len('teacher-'):]}", {kk: {"mean": vv, "n": 1} for kk, vv in v["test"].items()})
@@ -109,6 +109,6 @@ def ablations() -> None:
 
 
 if __name__ == "__main__":
-    for fn in (teachers, main_table, ablations):
+    for fn in (teachers, main_table, ablations, lambda: main_table("prmkd_scientific_live.json")):
         fn()
         print()

@@ -143,6 +143,12 @@ PROBES = {
         "prmkd teacher finetune configs/teachers/recformer_scientific.toml --no-pretrain --set train.threads=1 "
         "--set teacher.bf16=true --set teacher.finetune_loss=live --set train.lr=3e-4 "
         "--set out=runs/exp7/rf-live-nopre --set train.max_minutes=60 --set train.epochs=30"),
+    "recformer-live-allpositions-nopretrain": (
+        "recformer", "as recformer-live-allpositions, no pre-training (MiniLM weights only), 10 epochs (what that "
+                     "run trained in its 40 minutes)",
+        "prmkd teacher finetune configs/teachers/recformer_scientific.toml --no-pretrain --set train.threads=1 "
+        "--set teacher.bf16=true --set teacher.finetune_loss=live --set teacher.positions_per_window=0 "
+        "--set train.lr=3e-4 --set out=runs/exp8/rf-live-all-nopre --set train.max_minutes=60 --set train.epochs=10"),
     "recformer-bf16-long": (
         "recformer", "bfloat16 autocast, the config's lr 1e-4, up to 60 epochs / 45 min with patience 5 instead of "
                      "15 epochs / 25 min with patience 3 (vs recformer)",
