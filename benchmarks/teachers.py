@@ -113,6 +113,15 @@ PROBES = {
         "unisrec", "as unisrec-d256-nopretrain, seed 2 instead of 0 (seed spread of the strongest teacher)",
         "prmkd teacher finetune configs/teachers/unisrec_scientific.toml --no-pretrain --set out=runs/exp7/us-d256-s2 "
         "--set teacher.hidden_size=256 --set train.seed=2 --set train.threads=1"),
+    "unisrec-d256-nopretrain-inner512": (
+        "unisrec", "as unisrec-d256-nopretrain, feed-forward size 512 instead of 256 (2x the hidden size, as at d=128)",
+        "prmkd teacher finetune configs/teachers/unisrec_scientific.toml --no-pretrain --set out=runs/exp8/us-d256-i512 "
+        "--set teacher.hidden_size=256 --set teacher.inner_size=512 --set train.threads=1"),
+    "unisrec-d384-nopretrain": (
+        "unisrec", "hidden size 384 (MiniLM's) and feed-forward size 768 instead of 256 and 256, no pre-training "
+                   "(vs unisrec-d256-nopretrain)",
+        "prmkd teacher finetune configs/teachers/unisrec_scientific.toml --no-pretrain --set out=runs/exp8/us-d384 "
+        "--set teacher.hidden_size=384 --set teacher.inner_size=768 --set train.threads=1"),
     "recformer-2layers-nopretrain": (
         "recformer", "two trained MiniLM layers (frozen_layers 4 instead of 5), no pre-training, bfloat16, lr 3e-4, "
                      "up to 40 epochs / 70 min with patience 4 (vs recformer-nopretrain)",
