@@ -55,6 +55,8 @@ VARIANTS = {
 # name -> (family, what it tests, the command)
 _RF = ("prmkd teacher finetune configs/teachers/recformer_scientific.toml --set pretrain_dir=runs/scientific/pretrain "
        "--set train.threads=1 --set teacher.bf16=true")
+_RF_NOPRE = ("prmkd teacher finetune configs/teachers/recformer_scientific.toml --no-pretrain --set train.threads=1 "
+             "--set teacher.bf16=true")
 PROBES = {
     "unisrec-d256-nopretrain": (
         "unisrec", "hidden size 256 instead of 128, no pre-training (vs unisrec-nopretrain)",
@@ -125,8 +127,7 @@ PROBES = {
     "recformer-2layers-nopretrain": (
         "recformer", "two trained MiniLM layers (frozen_layers 4 instead of 5), no pre-training, bfloat16, lr 3e-4, "
                      "up to 40 epochs / 70 min with patience 4 (vs recformer-nopretrain)",
-        "prmkd teacher finetune configs/teachers/recformer_scientific.toml --no-pretrain --set train.threads=1 "
-        "--set teacher.bf16=true --set teacher.frozen_layers=4 --set out=runs/exp6/rf-L2-nopre --set train.lr=3e-4 "
+        f"{_RF_NOPRE} --set teacher.frozen_layers=4 --set out=runs/exp6/rf-L2-nopre --set train.lr=3e-4 "
         "--set train.epochs=40 --set train.patience=4 --set train.max_minutes=70"),
     "recformer-bf16-lr3e-4": (
         "recformer", "bfloat16 autocast (pre-training and fine-tuning), fine-tuning lr 3e-4 instead of 1e-4, "
@@ -149,14 +150,12 @@ PROBES = {
         "--set out=runs/exp7/rf-live-all-long --set train.max_minutes=65 --set train.epochs=40"),
     "recformer-live-nopretrain": (
         "recformer", "as recformer-live, no pre-training (MiniLM weights only)",
-        "prmkd teacher finetune configs/teachers/recformer_scientific.toml --no-pretrain --set train.threads=1 "
-        "--set teacher.bf16=true --set teacher.finetune_loss=live --set train.lr=3e-4 "
+        f"{_RF_NOPRE} --set teacher.finetune_loss=live --set train.lr=3e-4 "
         "--set out=runs/exp7/rf-live-nopre --set train.max_minutes=60 --set train.epochs=30"),
     "recformer-live-allpositions-nopretrain": (
         "recformer", "as recformer-live-allpositions, no pre-training (MiniLM weights only), 10 epochs (what that "
                      "run trained in its 40 minutes)",
-        "prmkd teacher finetune configs/teachers/recformer_scientific.toml --no-pretrain --set train.threads=1 "
-        "--set teacher.bf16=true --set teacher.finetune_loss=live --set teacher.positions_per_window=0 "
+        f"{_RF_NOPRE} --set teacher.finetune_loss=live --set teacher.positions_per_window=0 "
         "--set train.lr=3e-4 --set out=runs/exp8/rf-live-all-nopre --set train.max_minutes=60 --set train.epochs=10"),
     "recformer-bf16-long": (
         "recformer", "bfloat16 autocast, the config's lr 1e-4, up to 60 epochs / 45 min with patience 5 instead of "
