@@ -295,3 +295,49 @@ def test_resume_on_gpu(ds, tmp_path):
     assert any("resuming from" in m for m in resumed[2])
     assert resumed[0].epochs_run == ref[0].epochs_run
     assert resumed[1].metrics == pytest.approx(ref[1].metrics, abs=0.05)  # GPU kernels need not repeat bit for bit
+
+
+@pytest.fixture(scope="module")
+def ema_reference(ds, tmp_path_factory):
+    return run_fit(ds, tmp_path_factory.mktemp("ema"), ema=0.9)
+
+
+def test_ema_validates_and_returns_the_averaged_weights(ema_reference, reference, ds, tmp_path):
+    """With `ema`, the weights validated, kept in best.pt and returned are the moving average, not the live
+    weights the optimizer holds (those are in the checkpoint); a run with the average is a different run."""
+    fr, test, _ = ema_reference
+    assert fr.history[0]["loss"] == reference[0].history[0]["loss"]  # the same training steps...
+    assert fr.best_valid != reference[0].best_valid  # ...validated on other weights
+    out = tmp_path / "run"
+    fr2, test2, _ = run_fit(ds, out, ema=0.9, epochs=fr.best_epoch + 1)
+    ck = torch.load(out / "checkpoint.pt", weights_only=False)
+    best = torch.load(out / "best.pt", weights_only=False)["model"]
+    names = [n for n, _ in new_model(ds).named_parameters()]
+    averaged = dict(zip(names, ck["ema"]))
+    assert all(torch.equal(best[n], averaged[n]) for n in names)  # best.pt = the average at the best epoch
+    assert any(not torch.equal(ck["model"][n], averaged[n]) for n in names)  # the live weights differ
+    assert test2.metrics == test.metrics  # the returned model is the average kept at the best epoch
+
+
+def test_ema_run_resumes_exactly(ema_reference, ds, tmp_path):
+    steps = len(TrainBatches(ds, 16, 7))
+    calls = 0
+
+    def crashing_loss(model, batch):
+        nonlocal calls
+        calls += 1
+        if calls == 2 * steps + 4:
+            raise Interrupted
+        return default_loss(model, batch)
+
+    with pytest.raises(Interrupted):
+        run_fit(ds, tmp_path, loss_fn=crashing_loss, ema=0.9)
+    assert_same_run(ema_reference, run_fit(ds, tmp_path, ema=0.9))
+
+
+def test_ema_off_keeps_the_fingerprints_of_earlier_runs():
+    """An option added later and left at its default must not change what identifies a run already made."""
+    from prmkd.config import train_key
+
+    assert "ema" not in train_key(TrainConfig()) and train_key(TrainConfig(ema=0.99))["ema"] == 0.99
+    assert set(train_key(TrainConfig())) == set(to_dict(TrainConfig())) - {"progress", "device", "threads", "ema"}

@@ -68,6 +68,8 @@ class TrainConfig:
     eval_every: int = 1  # validate every N epochs
     progress: bool = True
     max_minutes: float = 0.0  # stop (as if early-stopped) after this much training time (0 = no limit)
+    ema: float = 0.0  # > 0: validate, keep and return an exponential moving average of the weights, updated
+    #                   after every step with this decay (0.99: a half-life of about 69 steps); 0 = off
 
 
 @dataclass
@@ -171,6 +173,17 @@ def from_dict(cls, data: dict, prefix: str = ""):
 
 def to_dict(obj) -> dict:
     return dataclasses.asdict(obj)
+
+
+def train_key(t: TrainConfig | dict) -> dict:
+    """The training settings that change a result: how it runs and reports left out, and options added after
+    runs were fingerprinted left out while at their default (off), so existing runs keep their fingerprint."""
+    d = to_dict(t) if not isinstance(t, dict) else dict(t)
+    for k in ("progress", "device", "threads"):
+        d.pop(k, None)
+    if not d.get("ema"):
+        d.pop("ema", None)
+    return d
 
 
 def parse_value(text: str):

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import EvalConfig, RunConfig, from_dict, to_dict
+from .config import EvalConfig, RunConfig, from_dict, to_dict, train_key
 from .data.dataset import SeqDataset, prepare
 from .env import environment, resolve_device
 from .errors import PrmkdError
@@ -47,7 +47,7 @@ def fingerprint(cfg: RunConfig, ds: SeqDataset) -> str:
 
     d = resolved(cfg)
     d.pop("out", None)
-    d["train"] = {k: v for k, v in d["train"].items() if k not in ("progress", "device", "threads")}
+    d["train"] = train_key(d["train"])
     d["data"] = ds.fingerprint
     if cfg.distill.teachers:
         d["teacher_caches"] = [cache_identity(t) for t in cfg.distill.teachers]

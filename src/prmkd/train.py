@@ -3,6 +3,7 @@
 Adam; validation NDCG@10 after each epoch with early stopping; the best weights kept; checkpoints at
 every epoch end (and every `checkpoint_every` steps) holding model, optimizer and RNG state, so a run
 killed at any point and restarted continues where it stopped and ends exactly as an uninterrupted run.
+Optionally (`ema` > 0) an exponential moving average of the weights is what is validated, kept and returned.
 """
 
 from __future__ import annotations
@@ -94,6 +95,15 @@ def _set_rng_state(st: dict, device) -> None:
         torch.cuda.set_rng_state(st["cuda"].cpu(), device)
 
 
+def _swap_in(params: list[torch.Tensor], values: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Put `values` into the parameters in place; returns the values they held."""
+    with torch.no_grad():
+        old = [p.detach().clone() for p in params]
+        for p, v in zip(params, values):
+            p.copy_(v)
+    return old
+
+
 def fit(model: torch.nn.Module, ds: SeqDataset, cfg: TrainConfig, out_dir: Path, *,
         eval_cfg: EvalConfig | None = None, loss_fn: LossFn = default_loss, fingerprint: str = "",
         log: Callable[[str], None] = print, batches: TrainBatches | None = None) -> FitResult:
@@ -110,6 +120,8 @@ def fit(model: torch.nn.Module, ds: SeqDataset, cfg: TrainConfig, out_dir: Path,
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     batches = batches or TrainBatches(ds, cfg.batch_size, cfg.seed, cfg.bucket)
     ckpt_path, best_path = out_dir / "checkpoint.pt", out_dir / "best.pt"
+    params = [p for p in model.parameters()]
+    ema = [p.detach().clone() for p in params] if cfg.ema > 0 else None
 
     state = {"epoch": 0, "step": 0, "best": -math.inf, "best_epoch": -1, "best_valid": {}, "bad": 0,
              "elapsed": 0.0, "time_to_best": 0.0, "history": [], "epoch_train_seconds": []}
@@ -119,6 +131,9 @@ def fit(model: torch.nn.Module, ds: SeqDataset, cfg: TrainConfig, out_dir: Path,
             model.load_state_dict(ck["model"])
             opt.load_state_dict(ck["optimizer"])
             state = ck["state"]
+            if ema is not None:
+                for e, saved in zip(ema, ck["ema"]):
+                    e.copy_(saved)
             _set_rng_state(ck["rng"], device)
             log(f"resuming from {ckpt_path} (epoch {state['epoch']}, step {state['step']})")
         else:
@@ -126,7 +141,7 @@ def fit(model: torch.nn.Module, ds: SeqDataset, cfg: TrainConfig, out_dir: Path,
 
     def checkpoint():
         save_checkpoint(ckpt_path, {"model": model.state_dict(), "optimizer": opt.state_dict(), "state": state,
-                          "rng": _rng_state(device), "fingerprint": fingerprint})
+                          "rng": _rng_state(device), "fingerprint": fingerprint, "ema": ema})
 
     show_bar = cfg.progress and sys.stderr.isatty()
     state.setdefault("stopped", "")  # why training ended; kept, so a resumed run does not train past it
@@ -148,6 +163,9 @@ def fit(model: torch.nn.Module, ds: SeqDataset, cfg: TrainConfig, out_dir: Path,
             if cfg.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()
+            if ema is not None:
+                with torch.no_grad():
+                    torch._foreach_lerp_(ema, [p.detach() for p in params], 1.0 - cfg.ema)
             if not math.isfinite(loss.item()):
                 raise FloatingPointError(f"loss became {float(loss)} at epoch {epoch}, step {step}")
             cur["loss"] += loss.item()
@@ -169,6 +187,7 @@ def fit(model: torch.nn.Module, ds: SeqDataset, cfg: TrainConfig, out_dir: Path,
         record = {"epoch": epoch, "loss": cur["loss"] / max(cur["n"], 1), "train_seconds": round(train_sec, 3)}
         if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
             t1 = time.perf_counter()
+            live = _swap_in(params, ema) if ema is not None else None  # validate (and keep) the average
             res = evaluate(model, ds, "valid", eval_cfg, device)
             record["valid"] = res.metrics
             record["eval_seconds"] = round(time.perf_counter() - t1, 3)
@@ -180,6 +199,8 @@ def fit(model: torch.nn.Module, ds: SeqDataset, cfg: TrainConfig, out_dir: Path,
                 save_checkpoint(best_path, {"model": model.state_dict(), "epoch": epoch, "valid": res.metrics})
             else:
                 state["bad"] += 1
+            if live is not None:
+                _swap_in(params, live)  # training goes on from the live weights
         else:
             state["elapsed"] += time.perf_counter() - t0
         state["history"].append(record)
