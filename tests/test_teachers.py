@@ -76,6 +76,25 @@ def test_unim2rec_items_without_image_use_the_missing_vector(work):
     assert torch.allclose(before[1], after[1])  # a row it does not have is never read
 
 
+def test_id_dropout_drops_whole_id_rows_while_training_only(work):
+    ds = prepare(tiny_domain(work, "iddrop", 3), log=None)
+    tiny = {**TINY, "dropout": 0.0, "adaptor_dropout": 0.0, "experts": 1}  # one expert: no gate noise
+    torch.manual_seed(0)
+    model = build(TextSeqConfig(id_embedding=True, id_dropout=0.5, **tiny), ds, work / "cache")
+    torch.nn.init.normal_(model.id_emb.weight)
+    items = torch.arange(1, ds.n_items + 1)
+    with torch.no_grad():
+        text = model.eval().item_reps(items) - model.id_emb(items)
+        torch.manual_seed(1)
+        train = model.train().item_reps(items)
+    ids = model.id_emb(items).detach()
+    dropped = torch.isclose(train, text, atol=1e-5).all(1)
+    kept = torch.isclose(train, text + 2 * ids, atol=1e-5).all(1)  # kept rows scaled by 1 / (1 - p)
+    assert (dropped | kept).all() and 0.3 < dropped.float().mean() < 0.7
+    evaluated = model.eval().item_reps(items)
+    assert torch.allclose(evaluated, text + ids, atol=1e-5) and torch.equal(evaluated, model.item_reps(items))
+
+
 def test_pipeline_pretrain_finetune_export_and_reuse(work):
     target = tiny_domain(work, "target", 2)
     source = tiny_domain(work, "source", 3)
@@ -223,6 +242,44 @@ def test_pretraining_key_leaves_out_finetuning_only_options(work):
 
     assert key() == key(positions_per_window=0, finetune_loss="live")
     assert key() != key(bf16=True) and key() != key(frozen_layers=4)
+
+
+def test_text_whitening_decorrelates_and_keeps_the_scale():
+    from prmkd.teachers.textseq import whiten
+
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((400, 6)) @ rng.standard_normal((6, 6)) + 3.0).astype(np.float32)
+    rows = np.ones(400, dtype=bool)
+    rows[0] = False  # the padding row
+    assert whiten(x, rows, 0.0) is x  # off
+    full = whiten(x, rows, 1.0)
+    cov = np.cov(full[rows], rowvar=False)
+    assert np.allclose(cov / cov[0, 0], np.eye(6), atol=1e-4) and np.allclose(full[rows].mean(0), 0, atol=1e-4)
+    assert np.isclose(np.linalg.norm(full[rows], axis=1).mean(), np.linalg.norm(x[rows], axis=1).mean(), rtol=1e-4)
+    assert not full[0].any()
+    half = np.cov(whiten(x, rows, 0.5)[rows], rowvar=False)
+    spread = lambda c: np.linalg.eigvalsh(c).max() / np.linalg.eigvalsh(c).min()  # noqa: E731
+    assert 1.0 + 1e-3 < spread(half) < spread(np.cov(x[rows], rowvar=False))  # halfway: less spread, not none
+
+
+def test_an_option_added_later_keeps_earlier_fingerprints_while_off(work):
+    """Teachers and pre-training runs made before `text_whitening` existed keep their identity while it is off;
+    turned on, it makes another teacher and another pre-training run. The ID embedding and its dropout shape
+    fine-tuning only: they reuse the pre-training run."""
+    from prmkd.teachers.pipeline import pretrain_key, teacher_config, teacher_key
+
+    target, source = tiny_domain(work, "later-target", 7), tiny_domain(work, "later-source", 8)
+    sources = [prepare(source, log=None)]
+
+    def keys(**teacher):
+        cfg = TeacherRunConfig(family="unisrec", teacher=teacher, data=target, sources=[source])
+        mod, tcfg = teacher_config(cfg)
+        return teacher_key(mod, tcfg), pretrain_key(cfg, sources)
+
+    (off, pre_off), (on, pre_on) = keys(), keys(text_whitening=1.0)
+    assert "text_whitening" not in off and on["text_whitening"] == 1.0 and pre_off != pre_on
+    (ids, pre_ids) = keys(id_embedding=True, id_dropout=0.8)  # fine-tuning options: the same pre-training
+    assert ids["id_dropout"] == 0.8 and pre_ids == pre_off
 
 
 @pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "configs" / "teachers").glob("*.toml")),

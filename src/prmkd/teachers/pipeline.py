@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import DataConfig, EvalConfig, TrainConfig, from_dict, to_dict
+from ..config import DataConfig, EvalConfig, TrainConfig, from_dict, to_dict, train_key
 from ..data.dataset import SeqDataset, cache_root, prepare
 from ..env import environment, now
 from ..errors import ConfigError, PrmkdError
@@ -63,12 +63,14 @@ def _hash(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def teacher_key(mod, tcfg) -> dict:
+    """The teacher options that identify a run: options its family added later are left out while off."""
+    later = getattr(mod, "ADDED_LATER", {})
+    return {k: v for k, v in to_dict(tcfg).items() if not (k in later and v == later[k])}
+
+
 def out_dir(cfg: TeacherRunConfig, ds: SeqDataset) -> Path:
     return Path(cfg.out) if cfg.out else Path("runs") / "teachers" / f"{cfg.name or cfg.family}-{ds.name}"
-
-
-def _train_key(t: TrainConfig) -> dict:
-    return {k: v for k, v in to_dict(t).items() if k not in ("progress", "device", "threads")}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -84,7 +86,7 @@ def pretrain_key(cfg: TeacherRunConfig, sources: list[SeqDataset]) -> tuple[str,
         family = cfg.family
         shared = {k: v for k, v in to_dict(tcfg).items() if k not in getattr(mod, "FINETUNE_ONLY", ())}
     return family, _hash({"family": family, "teacher": shared, "sources": [s.fingerprint for s in sources],
-                          "train": _train_key(cfg.pretrain)})
+                          "train": train_key(cfg.pretrain)})
 
 
 def run_pretrain(cfg: TeacherRunConfig, log=print) -> tuple[Path | None, dict]:
@@ -129,8 +131,8 @@ def run_finetune(cfg: TeacherRunConfig, pretrained: Path | None, pre_rec: dict, 
     inputs_seconds = time.time() - t0
     if pretrained is not None:
         mod.load_pretrained(model, pretrained)
-    fp = _hash({"family": cfg.family, "teacher": to_dict(tcfg), "data": ds.fingerprint,
-                "pretrain": pre_rec.get("key"), "train": _train_key(cfg.train), "eval": to_dict(cfg.eval)})
+    fp = _hash({"family": cfg.family, "teacher": teacher_key(mod, tcfg), "data": ds.fingerprint,
+                "pretrain": pre_rec.get("key"), "train": train_key(cfg.train), "eval": to_dict(cfg.eval)})
     record = {"family": cfg.family, "teacher": to_dict(tcfg), "data": to_dict(cfg.data),
               "sources": [to_dict(s) for s in cfg.sources], "pretrain": to_dict(cfg.pretrain),
               "train": to_dict(cfg.train), "eval": to_dict(cfg.eval)}

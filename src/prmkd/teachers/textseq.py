@@ -3,7 +3,8 @@
 Item representation: each modality's frozen feature vector (MiniLM text embedding, image vector) goes
 through a mixture-of-experts adaptor of parametric-whitening experts; modalities are fused by a learned
 per-item gate (a missing modality is replaced by a learned "missing" vector); in the transductive mode an
-item-ID embedding is added. Behaviour model: a SASRec transformer. Score: cosine / temperature,
+item-ID embedding is added (optionally dropped for a random share of the items at every training step, so each
+item is also learned from its text alone). Behaviour model: a SASRec transformer. Score: cosine / temperature,
 cross-entropy over all items (fine-tuning) or over the batch's items (pre-training, in-batch negatives).
 
 Item representations depend only on the item, so they are computed once per step for the items needed
@@ -38,10 +39,14 @@ class TextSeqConfig:
     adaptor_dropout: float = 0.2
     modalities: list[str] = field(default_factory=lambda: ["text"])  # "text" and/or a feature name ("image")
     id_embedding: bool = True  # transductive mode (text + ID); False = inductive (text only)
+    id_dropout: float = 0.0  # transductive mode: while training, drop each item's ID embedding with this
+    #                          probability (the rest scaled by 1 / (1 - p)), so items are also learned from text
     temperature: float = 0.07
     loss: str = "full"  # full (CE over all items) | in_batch (CE over the batch's distinct target items)
     freeze_transformer: bool = False  # fine-tuning: train only the adaptors (+ ID, fusion), as UniSRec does
     plm_max_tokens: int = 128
+    text_whitening: float = 0.0  # whiten each domain's frozen text embeddings before the adaptor: the power of
+    #                              their covariance taken out (0 = raw, 1 = full ZCA whitening, 0.5 = halfway)
     feature_dims: dict = field(default_factory=lambda: {"image": 512})  # input sizes of non-text modalities
 
 
@@ -85,14 +90,33 @@ class DomainInputs(nn.Module):
         return getattr(self, f"x_{name}")[items], getattr(self, f"has_{name}")[items]
 
 
-def domain_features(ds: SeqDataset, modalities: list[str], text_emb: np.ndarray | None) -> dict:
+def whiten(x: np.ndarray, rows: np.ndarray, power: float) -> np.ndarray:
+    """Centre `x` on the mean of its `rows` and take out `power` of their covariance:
+    (x - mu) U diag(lambda^(-power/2)) U^T (power 1 = ZCA whitening). The result is rescaled to the mean row
+    norm `x` had, so the adaptor sees inputs of the usual size; rows outside `rows` become zero."""
+    if power <= 0:
+        return x
+    if rows.sum() < 2:
+        raise PrmkdError("text whitening needs at least two items with text")
+    base = x[rows].astype(np.float64)
+    mu = base.mean(0)
+    lam, u = np.linalg.eigh(np.cov(base - mu, rowvar=False))
+    lam = np.maximum(lam, lam.max() * 1e-6)  # a rank-deficient covariance must not blow up a direction
+    out = (x.astype(np.float64) - mu) @ (u * lam ** (-power / 2)) @ u.T
+    out *= np.linalg.norm(base, axis=1).mean() / np.linalg.norm(out[rows], axis=1).mean()
+    out[~rows] = 0.0
+    return out.astype(np.float32)
+
+
+def domain_features(ds: SeqDataset, modalities: list[str], text_emb: np.ndarray | None,
+                    text_whitening: float = 0.0) -> dict:
     """The per-item inputs this teacher needs from a dataset; a missing modality is a clear error
     for the target (all-missing is allowed only for source domains, see `source_features`)."""
     out = {}
     for m in modalities:
         if m == "text":
             has = np.array([bool(t) for t in ds.item_text])
-            out["text"] = (text_emb, has)
+            out["text"] = (whiten(text_emb, has, text_whitening), has)
         elif m in ds.features:
             out[m] = ds.features[m]
         else:
@@ -102,12 +126,13 @@ def domain_features(ds: SeqDataset, modalities: list[str], text_emb: np.ndarray 
     return out
 
 
-def source_features(ds: SeqDataset, modalities: list[str], text_emb: np.ndarray, dims: dict[str, int]) -> dict:
+def source_features(ds: SeqDataset, modalities: list[str], text_emb: np.ndarray, dims: dict[str, int],
+                    text_whitening: float = 0.0) -> dict:
     """Source domains may lack a modality entirely (Games has no images): it is then all-missing."""
     out = {}
     for m in modalities:
         if m == "text" or m in ds.features:
-            out.update(domain_features(ds, [m], text_emb))
+            out.update(domain_features(ds, [m], text_emb, text_whitening))
         else:
             out[m] = (np.zeros((ds.n_items + 1, dims[m]), dtype=np.float32), np.zeros(ds.n_items + 1, dtype=bool))
     return out
@@ -149,7 +174,10 @@ class TextSeqTeacher(Recommender):
             w = self.fusion_gate(torch.tanh(z)).softmax(1)  # (n, M, 1) attention over modalities
             e = (w * z).sum(1)
         if self.id_emb is not None:
-            e = e + self.id_emb(items)
+            ids = self.id_emb(items)
+            if self.training and self.cfg.id_dropout > 0:
+                ids = F.dropout(ids.new_ones(len(items), 1), self.cfg.id_dropout) * ids  # whole rows dropped
+            e = e + ids
         return e * (items > 0)[:, None]
 
     def item_table(self) -> torch.Tensor:
@@ -220,7 +248,10 @@ class TextSeqTeacher(Recommender):
 
 
 # options that only shape fine-tuning: changing them reuses the same pre-training
-FINETUNE_ONLY = ("id_embedding", "freeze_transformer", "loss")
+FINETUNE_ONLY = ("id_embedding", "id_dropout", "freeze_transformer", "loss")
+# options added after teachers were fingerprinted, with their "off" value: left out of a fingerprint while off,
+# so the teachers and pre-training runs made before them keep their identity
+ADDED_LATER = {"text_whitening": 0.0, "id_dropout": 0.0}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -231,7 +262,8 @@ def build(cfg: TextSeqConfig, ds: SeqDataset, cache_dir) -> TextSeqTeacher:
     from .plm import item_text_embeddings
 
     text = item_text_embeddings(ds, cache_dir, cfg.plm_max_tokens) if "text" in cfg.modalities else None
-    return TextSeqTeacher(cfg, ds.n_items, ds.max_len, domain_features(ds, cfg.modalities, text))
+    feats = domain_features(ds, cfg.modalities, text, cfg.text_whitening)
+    return TextSeqTeacher(cfg, ds.n_items, ds.max_len, feats)
 
 
 def pretrained_modalities(cfg: TextSeqConfig, sources: list[SeqDataset]) -> list[str]:
@@ -245,7 +277,8 @@ def pretrain_options(cfg: TextSeqConfig, sources: list[SeqDataset]) -> tuple[str
     share this code, so with the same options and sources they share one pre-training run."""
     from ..config import to_dict
 
-    opts = {k: v for k, v in to_dict(cfg).items() if k not in FINETUNE_ONLY}
+    opts = {k: v for k, v in to_dict(cfg).items() if k not in FINETUNE_ONLY
+            and not (k in ADDED_LATER and v == ADDED_LATER[k])}
     opts["modalities"] = pretrained_modalities(cfg, sources)
     return "unisrec", opts
 
@@ -267,7 +300,7 @@ def pretrain(cfg: TextSeqConfig, sources: list[SeqDataset], train_cfg, out_dir, 
     feats: dict[str, list] = {m: [] for m in cfg.modalities}
     for ds in sources:
         text = item_text_embeddings(ds, cache_dir, cfg.plm_max_tokens) if "text" in cfg.modalities else None
-        for m, (x, has) in source_features(ds, cfg.modalities, text, cfg.feature_dims).items():
+        for m, (x, has) in source_features(ds, cfg.modalities, text, cfg.feature_dims, cfg.text_whitening).items():
             feats[m].append((x if not feats[m] else x[1:], has if not feats[m] else has[1:]))
     merged = {m: (np.concatenate([x for x, _ in v]), np.concatenate([h for _, h in v])) for m, v in feats.items()}
     pcfg = replace(cfg, loss="in_batch", id_embedding=False, freeze_transformer=False)

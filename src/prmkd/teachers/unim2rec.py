@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .textseq import (  # noqa: F401  (interface)
-    FINETUNE_ONLY, TextSeqConfig, build, load_pretrained, pretrain, pretrain_options)
+    ADDED_LATER, FINETUNE_ONLY, TextSeqConfig, build, load_pretrained, pretrain, pretrain_options)
 
 SIMILARITY = "cos"
 
