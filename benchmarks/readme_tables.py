@@ -45,6 +45,12 @@ def teachers() -> None:
     if ref:
         print(f"\nPlain SASRec (mean of {ref['seeds']} seeds): test NDCG@10 {ref['ndcg@10']:.4f}, "
               f"Recall@10 {ref['recall@10']:.4f}.")
+    if d.get("seed_spread"):
+        print("\n| teacher (3 seeds) | seeds | test NDCG@10 | test Recall@10 | vs SASRec (NDCG@10 of the mean) |")
+        print("|---|---|---:|---:|---:|")
+        for name, g in d["seed_spread"].items():
+            print(f"| `{name}` | {', '.join(map(str, g['seeds']))} | {ms(g['test_ndcg@10'])} | "
+                  f"{ms(g['test_recall@10'])} | {g['vs_sasrec_test_ndcg@10_of_the_mean']:+.1%} |")
 
 
 def main_table(name: str = "prmkd_scientific.json") -> None:
@@ -109,6 +115,7 @@ def ablations() -> None:
 
 
 if __name__ == "__main__":
-    for fn in (teachers, main_table, ablations, lambda: main_table("prmkd_scientific_live.json")):
+    for fn in (teachers, main_table, ablations, lambda: main_table("prmkd_scientific_live.json"),
+               lambda: main_table("prmkd_scientific_strong.json")):
         fn()
         print()

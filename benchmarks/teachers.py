@@ -57,10 +57,13 @@ _RF = ("prmkd teacher finetune configs/teachers/recformer_scientific.toml --set 
        "--set train.threads=1 --set teacher.bf16=true")
 _RF_NOPRE = ("prmkd teacher finetune configs/teachers/recformer_scientific.toml --no-pretrain --set train.threads=1 "
              "--set teacher.bf16=true")
+_US256 = ("prmkd teacher finetune configs/teachers/unisrec_scientific_inductive.toml --no-pretrain "
+          "--set teacher.hidden_size=256 --set train.threads=1")
 PROBES = {
     "unisrec-d256-nopretrain": (
         "unisrec", "hidden size 256 instead of 128, no pre-training (vs unisrec-nopretrain)",
-        "prmkd teacher finetune configs/teachers/unisrec_scientific.toml --no-pretrain --set out=runs/exp5/us-d256 "
+        "prmkd teacher finetune configs/teachers/unisrec_scientific_inductive.toml "
+        "--no-pretrain --set out=runs/exp5/us-d256 "
         "--set teacher.hidden_size=256 --set train.threads=1"),
     "unim2rec-d256-nopretrain": (
         "unim2rec", "hidden size 256 instead of 128, no pre-training (vs unim2rec-nopretrain)",
@@ -68,7 +71,7 @@ PROBES = {
         "--set teacher.hidden_size=256 --set train.threads=1"),
     "unisrec-d256": (
         "unisrec", "hidden size 256 instead of 128, pre-trained on Games at that size (vs unisrec)",
-        "prmkd teacher finetune configs/teachers/unisrec_scientific.toml --set out=runs/exp5/us-d256-pre "
+        "prmkd teacher finetune configs/teachers/unisrec_scientific_inductive.toml --set out=runs/exp5/us-d256-pre "
         "--set pretrain_dir=runs/exp5/pretrain --set teacher.hidden_size=256 --set train.threads=1 "
         "--set pretrain.threads=1"),
     "unim2rec-d256": (
@@ -80,50 +83,121 @@ PROBES = {
     "unisrec-d256-pretrain-patience10": (
         "unisrec", "as unisrec-d256, pre-training with patience 10 instead of 3 (unisrec-d256's pre-training "
                    "stopped after 12 epochs)",
-        "prmkd teacher finetune configs/teachers/unisrec_scientific.toml --set out=runs/exp5/us-d256-pre10 "
+        "prmkd teacher finetune configs/teachers/unisrec_scientific_inductive.toml --set out=runs/exp5/us-d256-pre10 "
         "--set pretrain_dir=runs/exp5/pretrain --set teacher.hidden_size=256 --set train.threads=1 "
         "--set pretrain.threads=1 --set pretrain.patience=10"),
     "unisrec-d256-nopretrain-t0.05": (
         "unisrec", "as unisrec-d256-nopretrain, temperature 0.05 instead of 0.07",
-        "prmkd teacher finetune configs/teachers/unisrec_scientific.toml --no-pretrain --set out=runs/exp6/us-d256-t05 "
+        "prmkd teacher finetune configs/teachers/unisrec_scientific_inductive.toml "
+        "--no-pretrain --set out=runs/exp6/us-d256-t05 "
         "--set teacher.hidden_size=256 --set teacher.temperature=0.05 --set train.threads=1"),
     "unisrec-d256-nopretrain-dropout0.3": (
         "unisrec", "as unisrec-d256-nopretrain, dropout and attention dropout 0.3 instead of 0.5",
-        "prmkd teacher finetune configs/teachers/unisrec_scientific.toml --no-pretrain --set out=runs/exp6/us-d256-dr3 "
+        "prmkd teacher finetune configs/teachers/unisrec_scientific_inductive.toml "
+        "--no-pretrain --set out=runs/exp6/us-d256-dr3 "
         "--set teacher.hidden_size=256 --set teacher.dropout=0.3 --set teacher.attn_dropout=0.3 --set train.threads=1"),
     "unisrec-d256-nopretrain-patience10": (
         "unisrec", "as unisrec-d256-nopretrain, patience 10 instead of 5 and up to 150 epochs instead of 100",
-        "prmkd teacher finetune configs/teachers/unisrec_scientific.toml --no-pretrain --set out=runs/exp6/us-d256-p10 "
+        "prmkd teacher finetune configs/teachers/unisrec_scientific_inductive.toml "
+        "--no-pretrain --set out=runs/exp6/us-d256-p10 "
         "--set teacher.hidden_size=256 --set train.patience=10 --set train.epochs=150 --set train.threads=1"),
     "unisrec-d256-nopretrain-3layers": (
         "unisrec", "as unisrec-d256-nopretrain, 3 transformer layers and 4 heads instead of 2 and 2",
-        "prmkd teacher finetune configs/teachers/unisrec_scientific.toml --no-pretrain --set out=runs/exp6/us-d256-l3h4 "
+        "prmkd teacher finetune configs/teachers/unisrec_scientific_inductive.toml "
+        "--no-pretrain --set out=runs/exp6/us-d256-l3h4 "
         "--set teacher.hidden_size=256 --set teacher.layers=3 --set teacher.heads=4 --set train.threads=1"),
     "unisrec-d256-nopretrain-batch256": (
         "unisrec", "as unisrec-d256-nopretrain, batch size 256 instead of 512",
-        "prmkd teacher finetune configs/teachers/unisrec_scientific.toml --no-pretrain --set out=runs/exp6/us-d256-b256 "
+        "prmkd teacher finetune configs/teachers/unisrec_scientific_inductive.toml "
+        "--no-pretrain --set out=runs/exp6/us-d256-b256 "
         "--set teacher.hidden_size=256 --set train.batch_size=256 --set train.threads=1"),
     "unisrec-d256-nopretrain-16experts": (
         "unisrec", "as unisrec-d256-nopretrain, 16 adaptor experts instead of 8",
-        "prmkd teacher finetune configs/teachers/unisrec_scientific.toml --no-pretrain --set out=runs/exp6/us-d256-e16 "
+        "prmkd teacher finetune configs/teachers/unisrec_scientific_inductive.toml "
+        "--no-pretrain --set out=runs/exp6/us-d256-e16 "
         "--set teacher.hidden_size=256 --set teacher.experts=16 --set train.threads=1"),
     "unisrec-d256-nopretrain-seed1": (
         "unisrec", "as unisrec-d256-nopretrain, seed 1 instead of 0 (seed spread of the strongest teacher)",
-        "prmkd teacher finetune configs/teachers/unisrec_scientific.toml --no-pretrain --set out=runs/exp7/us-d256-s1 "
+        "prmkd teacher finetune configs/teachers/unisrec_scientific_inductive.toml "
+        "--no-pretrain --set out=runs/exp7/us-d256-s1 "
         "--set teacher.hidden_size=256 --set train.seed=1 --set train.threads=1"),
     "unisrec-d256-nopretrain-seed2": (
         "unisrec", "as unisrec-d256-nopretrain, seed 2 instead of 0 (seed spread of the strongest teacher)",
-        "prmkd teacher finetune configs/teachers/unisrec_scientific.toml --no-pretrain --set out=runs/exp7/us-d256-s2 "
+        "prmkd teacher finetune configs/teachers/unisrec_scientific_inductive.toml "
+        "--no-pretrain --set out=runs/exp7/us-d256-s2 "
         "--set teacher.hidden_size=256 --set train.seed=2 --set train.threads=1"),
     "unisrec-d256-nopretrain-inner512": (
         "unisrec", "as unisrec-d256-nopretrain, feed-forward size 512 instead of 256 (2x the hidden size, as at d=128)",
-        "prmkd teacher finetune configs/teachers/unisrec_scientific.toml --no-pretrain --set out=runs/exp8/us-d256-i512 "
+        "prmkd teacher finetune configs/teachers/unisrec_scientific_inductive.toml "
+        "--no-pretrain --set out=runs/exp8/us-d256-i512 "
         "--set teacher.hidden_size=256 --set teacher.inner_size=512 --set train.threads=1"),
     "unisrec-d384-nopretrain": (
         "unisrec", "hidden size 384 (MiniLM's) and feed-forward size 768 instead of 256 and 256, no pre-training "
                    "(vs unisrec-d256-nopretrain)",
-        "prmkd teacher finetune configs/teachers/unisrec_scientific.toml --no-pretrain --set out=runs/exp8/us-d384 "
+        "prmkd teacher finetune configs/teachers/unisrec_scientific_inductive.toml "
+        "--no-pretrain --set out=runs/exp8/us-d384 "
         "--set teacher.hidden_size=384 --set teacher.inner_size=768 --set train.threads=1"),
+    "unisrec-d256-nopretrain-lr5e-4": (
+        "unisrec", "as unisrec-d256-nopretrain, learning rate 5e-4 instead of 1e-3, patience 8, up to 150 epochs",
+        f"{_US256} --set out=runs/exp9/us-d256-lr5e-4 --set train.lr=5e-4 --set train.patience=8 "
+        "--set train.epochs=150"),
+    "unisrec-d256-nopretrain-dropout0.6": (
+        "unisrec", "as unisrec-d256-nopretrain, dropout and attention dropout 0.6 instead of 0.5",
+        f"{_US256} --set out=runs/exp9/us-d256-dr6 --set teacher.dropout=0.6 --set teacher.attn_dropout=0.6"),
+    "unisrec-d256-nopretrain-ema0.99": (
+        "unisrec", "as unisrec-d256-nopretrain, validating and keeping a moving average of the weights "
+                   "(train.ema = 0.99 per step, a half-life of about 4 epochs)",
+        f"{_US256} --set out=runs/exp9/us-d256-ema0.99 --set train.ema=0.99"),
+    "unisrec-d256-nopretrain-ema0.98": (
+        "unisrec", "as unisrec-d256-nopretrain-ema0.99 with train.ema = 0.98 (a half-life of about 2 epochs)",
+        f"{_US256} --set out=runs/exp9/us-d256-ema0.98 --set train.ema=0.98"),
+    "unisrec-d256-nopretrain-whitening1": (
+        "unisrec", "as unisrec-d256-nopretrain, the MiniLM text embeddings ZCA-whitened on the domain's items before "
+                   "the adaptor (teacher.text_whitening = 1)",
+        f"{_US256} --set out=runs/exp9/us-d256-white1.0 --set teacher.text_whitening=1.0"),
+    "unisrec-d256-nopretrain-whitening0.5": (
+        "unisrec", "as unisrec-d256-nopretrain-whitening1, half of the covariance taken out (text_whitening = 0.5)",
+        f"{_US256} --set out=runs/exp9/us-d256-white0.5 --set teacher.text_whitening=0.5"),
+    "unisrec-d256-transductive-nopretrain": (
+        "unisrec", "as unisrec-d256-nopretrain plus the item ID embedding (transductive), never dropped: the "
+                   "reference for the id_dropout probes",
+        f"{_US256} --set out=runs/exp9/us-d256-transductive --set teacher.id_embedding=true"),
+    "unisrec-d256-transductive-iddrop0.5-nopretrain": (
+        "unisrec", "as unisrec-d256-nopretrain plus the item ID embedding (transductive), each item's ID embedding "
+                   "dropped with probability 0.5 while training (teacher.id_dropout)",
+        f"{_US256} --set out=runs/exp9/us-d256-id-drop0.5 --set teacher.id_embedding=true "
+        "--set teacher.id_dropout=0.5"),
+    "unisrec-d256-transductive-iddrop0.8-nopretrain": (
+        "unisrec", "as unisrec-d256-transductive-iddrop0.5-nopretrain with id_dropout 0.8",
+        f"{_US256} --set out=runs/exp9/us-d256-id-drop0.8 --set teacher.id_embedding=true "
+        "--set teacher.id_dropout=0.8"),
+    "unisrec-d256-transductive-iddrop0.8-nopretrain-seed1": (
+        "unisrec", "as unisrec-d256-transductive-iddrop0.8-nopretrain, seed 1 instead of 0",
+        f"{_US256} --set out=runs/exp9/us-d256-id-drop0.8-s1 --set teacher.id_embedding=true "
+        "--set teacher.id_dropout=0.8 --set train.seed=1"),
+    "unisrec-d256-transductive-iddrop0.8-nopretrain-seed2": (
+        "unisrec", "as unisrec-d256-transductive-iddrop0.8-nopretrain, seed 2 instead of 0",
+        f"{_US256} --set out=runs/exp9/us-d256-id-drop0.8-s2 --set teacher.id_embedding=true "
+        "--set teacher.id_dropout=0.8 --set train.seed=2"),
+    "unisrec-d256-transductive-iddrop0.8": (
+        "unisrec", "as unisrec-d256-transductive-iddrop0.8-nopretrain, pre-trained on Games (the pre-training run of "
+                   "unisrec-d256: the ID embedding and its dropout are fine-tuning options)",
+        "prmkd teacher finetune configs/teachers/unisrec_scientific_inductive.toml "
+        "--set out=runs/exp9/us-d256-pre-id-drop0.8 "
+        "--set pretrain_dir=runs/exp5/pretrain --set teacher.hidden_size=256 --set train.threads=1 "
+        "--set pretrain.threads=1 --set teacher.id_embedding=true --set teacher.id_dropout=0.8"),
+    "unisrec-d256-transductive-iddrop0.8-seed1": (
+        "unisrec", "as unisrec-d256-transductive-iddrop0.8, fine-tuning seed 1 instead of 0 (the same pre-training)",
+        "prmkd teacher finetune configs/teachers/unisrec_scientific_inductive.toml "
+        "--set out=runs/exp9/us-d256-pre-id-drop0.8-s1 --set pretrain_dir=runs/exp5/pretrain "
+        "--set teacher.hidden_size=256 --set train.threads=1 --set pretrain.threads=1 --set teacher.id_embedding=true "
+        "--set teacher.id_dropout=0.8 --set train.seed=1"),
+    "unisrec-d256-transductive-iddrop0.8-seed2": (
+        "unisrec", "as unisrec-d256-transductive-iddrop0.8, fine-tuning seed 2 instead of 0 (the same pre-training)",
+        "prmkd teacher finetune configs/teachers/unisrec_scientific_inductive.toml "
+        "--set out=runs/exp9/us-d256-pre-id-drop0.8-s2 --set pretrain_dir=runs/exp5/pretrain "
+        "--set teacher.hidden_size=256 --set train.threads=1 --set pretrain.threads=1 --set teacher.id_embedding=true "
+        "--set teacher.id_dropout=0.8 --set train.seed=2"),
     "recformer-2layers-nopretrain": (
         "recformer", "two trained MiniLM layers (frozen_layers 4 instead of 5), no pre-training, bfloat16, lr 3e-4, "
                      "up to 40 epochs / 70 min with patience 4 (vs recformer-nopretrain)",
@@ -234,7 +308,12 @@ def run_variant(name: str) -> dict:
 
 
 # a teacher run again with other seeds: base row -> the rows of its other seeds
-SEED_GROUPS = {"unisrec-d256-nopretrain": ["unisrec-d256-nopretrain-seed1", "unisrec-d256-nopretrain-seed2"]}
+SEED_GROUPS = {"unisrec-d256-nopretrain": ["unisrec-d256-nopretrain-seed1", "unisrec-d256-nopretrain-seed2"],
+               "unisrec-d256-transductive-iddrop0.8-nopretrain": [
+                   "unisrec-d256-transductive-iddrop0.8-nopretrain-seed1",
+                   "unisrec-d256-transductive-iddrop0.8-nopretrain-seed2"],
+               "unisrec-d256-transductive-iddrop0.8": ["unisrec-d256-transductive-iddrop0.8-seed1",
+                                                       "unisrec-d256-transductive-iddrop0.8-seed2"]}
 
 
 def _seed(row: dict) -> int:
