@@ -198,11 +198,18 @@ def test_parallel_teacher_build_reports_a_failing_teacher_by_name(tmp_path):
 
 
 def test_teachers_sharing_a_pretraining_run_are_built_in_one_process():
-    """configs/scientific.toml: the UniSRec- and UniM2Rec-style teachers pre-train one computation on Games, so
-    they form one group; the Recformer-style teacher is another."""
+    """configs/scientific.toml: the UniSRec-style teacher (d=256) and the UniM2Rec-style one (d=128) pre-train
+    different text-side computations on Games, so each is its own group, as is the Recformer-style teacher. With
+    the same text-side options (the ID embedding and its dropout are fine-tuning options) they pre-train one
+    computation and form one group."""
     require_dataset("Games_LLMRank")
     from prmkd.pipeline import Pipeline, load_pipeline, teacher_groups
 
-    pipe = Pipeline(load_pipeline(REPO / "configs" / "scientific.toml"), log=lambda m: None)
-    groups = [[s.name or s.family for s in g] for g in teacher_groups(pipe)]
+    cfg = load_pipeline(REPO / "configs" / "scientific.toml")
+    groups = [[s.name or s.family for s in g] for g in teacher_groups(Pipeline(cfg, log=lambda m: None))]
+    assert sorted(groups) == [["recformer"], ["unim2rec"], ["unisrec"]]
+    unisrec = next(s for s in cfg.teachers if s.family == "unisrec")
+    assert unisrec.teacher["id_embedding"] and unisrec.teacher["id_dropout"] > 0
+    unisrec.teacher = {**unisrec.teacher, "hidden_size": 128}
+    groups = [[s.name or s.family for s in g] for g in teacher_groups(Pipeline(cfg, log=lambda m: None))]
     assert sorted(groups) == [["recformer"], ["unisrec", "unim2rec"]]
