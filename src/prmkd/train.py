@@ -120,7 +120,7 @@ def fit(model: torch.nn.Module, ds: SeqDataset, cfg: TrainConfig, out_dir: Path,
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     batches = batches or TrainBatches(ds, cfg.batch_size, cfg.seed, cfg.bucket)
     ckpt_path, best_path = out_dir / "checkpoint.pt", out_dir / "best.pt"
-    params = [p for p in model.parameters()]
+    params = [p for p in model.parameters() if p.requires_grad]  # frozen weights need no average
     ema = [p.detach().clone() for p in params] if cfg.ema > 0 else None
 
     state = {"epoch": 0, "step": 0, "best": -math.inf, "best_epoch": -1, "best_valid": {}, "bad": 0,
@@ -165,7 +165,8 @@ def fit(model: torch.nn.Module, ds: SeqDataset, cfg: TrainConfig, out_dir: Path,
             opt.step()
             if ema is not None:
                 with torch.no_grad():
-                    torch._foreach_lerp_(ema, [p.detach() for p in params], 1.0 - cfg.ema)
+                    for e, p in zip(ema, params):
+                        e.lerp_(p, 1.0 - cfg.ema)  # e = ema * e + (1 - ema) * p
             if not math.isfinite(loss.item()):
                 raise FloatingPointError(f"loss became {float(loss)} at epoch {epoch}, step {step}")
             cur["loss"] += loss.item()
