@@ -117,19 +117,25 @@ class Interrupted(Exception):
     pass
 
 
-def test_resume_after_exception_mid_epoch(reference, ds, tmp_path):
+def crashing_loss(ds, epoch: int = 2, batch: int = 4):
+    """The default loss, raising Interrupted at the given batch (1-based) of the given epoch; by default epoch 2's
+    4th batch, whose last checkpoint is epoch 2, step 2."""
     steps = len(TrainBatches(ds, 16, 7))
     calls = 0
 
-    def crashing_loss(model, batch):
+    def loss(model, b):
         nonlocal calls
         calls += 1
-        if calls == 2 * steps + 4:  # epoch 2, 4th batch: the last checkpoint is epoch 2, step 2
+        if calls == epoch * steps + batch:
             raise Interrupted
-        return default_loss(model, batch)
+        return default_loss(model, b)
 
+    return loss
+
+
+def test_resume_after_exception_mid_epoch(reference, ds, tmp_path):
     with pytest.raises(Interrupted):
-        run_fit(ds, tmp_path, loss_fn=crashing_loss)
+        run_fit(ds, tmp_path, loss_fn=crashing_loss(ds))
     ck = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
     assert (ck["state"]["epoch"], ck["state"]["step"]) == (2, 2)
     resumed = run_fit(ds, tmp_path)
@@ -279,18 +285,8 @@ def test_config_roundtrip_keeps_types():
 def test_resume_on_gpu(ds, tmp_path):
     """A checkpoint loaded onto the GPU still restores the (CPU) RNG state."""
     ref = run_fit(ds, tmp_path / "ref", device="cuda")
-    steps = len(TrainBatches(ds, 16, 7))
-    calls = 0
-
-    def crashing_loss(model, batch):
-        nonlocal calls
-        calls += 1
-        if calls == steps + 3:
-            raise Interrupted
-        return default_loss(model, batch)
-
     with pytest.raises(Interrupted):
-        run_fit(ds, tmp_path / "run", loss_fn=crashing_loss, device="cuda")
+        run_fit(ds, tmp_path / "run", loss_fn=crashing_loss(ds, epoch=1, batch=3), device="cuda")
     resumed = run_fit(ds, tmp_path / "run", device="cuda")
     assert any("resuming from" in m for m in resumed[2])
     assert resumed[0].epochs_run == ref[0].epochs_run
@@ -320,18 +316,8 @@ def test_ema_validates_and_returns_the_averaged_weights(ema_reference, reference
 
 
 def test_ema_run_resumes_exactly(ema_reference, ds, tmp_path):
-    steps = len(TrainBatches(ds, 16, 7))
-    calls = 0
-
-    def crashing_loss(model, batch):
-        nonlocal calls
-        calls += 1
-        if calls == 2 * steps + 4:
-            raise Interrupted
-        return default_loss(model, batch)
-
     with pytest.raises(Interrupted):
-        run_fit(ds, tmp_path, loss_fn=crashing_loss, ema=0.9)
+        run_fit(ds, tmp_path, loss_fn=crashing_loss(ds), ema=0.9)
     assert_same_run(ema_reference, run_fit(ds, tmp_path, ema=0.9))
 
 

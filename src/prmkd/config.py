@@ -175,15 +175,21 @@ def to_dict(obj) -> dict:
     return dataclasses.asdict(obj)
 
 
+def without_later_options(d: dict, later: dict) -> dict:
+    """`d` without the options in `later` (added after runs were fingerprinted, each with its "off" value) that
+    are off, so that the fingerprints of the runs made before an option existed do not change."""
+    return {k: v for k, v in d.items() if not (k in later and v == later[k])}
+
+
+TRAIN_ADDED_LATER = {"ema": 0.0}
+
+
 def train_key(t: TrainConfig | dict) -> dict:
-    """The training settings that change a result: how it runs and reports left out, and options added after
-    runs were fingerprinted left out while at their default (off), so existing runs keep their fingerprint."""
-    d = to_dict(t) if not isinstance(t, dict) else dict(t)
-    for k in ("progress", "device", "threads"):
-        d.pop(k, None)
-    if not d.get("ema"):
-        d.pop("ema", None)
-    return d
+    """The training settings that change a result: how it runs and reports left out, and options added later
+    left out while off (`without_later_options`)."""
+    d = to_dict(t) if not isinstance(t, dict) else t
+    return without_later_options({k: v for k, v in d.items() if k not in ("progress", "device", "threads")},
+                                 TRAIN_ADDED_LATER)
 
 
 def parse_value(text: str):

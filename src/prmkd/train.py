@@ -95,13 +95,11 @@ def _set_rng_state(st: dict, device) -> None:
         torch.cuda.set_rng_state(st["cuda"].cpu(), device)
 
 
-def _swap_in(params: list[torch.Tensor], values: list[torch.Tensor]) -> list[torch.Tensor]:
-    """Put `values` into the parameters in place; returns the values they held."""
+def _copy_into(params: list[torch.Tensor], values: list[torch.Tensor]) -> None:
+    """Put `values` into the parameters in place."""
     with torch.no_grad():
-        old = [p.detach().clone() for p in params]
         for p, v in zip(params, values):
             p.copy_(v)
-    return old
 
 
 def fit(model: torch.nn.Module, ds: SeqDataset, cfg: TrainConfig, out_dir: Path, *,
@@ -132,8 +130,7 @@ def fit(model: torch.nn.Module, ds: SeqDataset, cfg: TrainConfig, out_dir: Path,
             opt.load_state_dict(ck["optimizer"])
             state = ck["state"]
             if ema is not None:
-                for e, saved in zip(ema, ck["ema"]):
-                    e.copy_(saved)
+                _copy_into(ema, ck["ema"])
             _set_rng_state(ck["rng"], device)
             log(f"resuming from {ckpt_path} (epoch {state['epoch']}, step {state['step']})")
         else:
@@ -188,7 +185,10 @@ def fit(model: torch.nn.Module, ds: SeqDataset, cfg: TrainConfig, out_dir: Path,
         record = {"epoch": epoch, "loss": cur["loss"] / max(cur["n"], 1), "train_seconds": round(train_sec, 3)}
         if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
             t1 = time.perf_counter()
-            live = _swap_in(params, ema) if ema is not None else None  # validate (and keep) the average
+            live = None
+            if ema is not None:  # validate (and keep) the average
+                live = [p.detach().clone() for p in params]
+                _copy_into(params, ema)
             res = evaluate(model, ds, "valid", eval_cfg, device)
             record["valid"] = res.metrics
             record["eval_seconds"] = round(time.perf_counter() - t1, 3)
@@ -201,7 +201,7 @@ def fit(model: torch.nn.Module, ds: SeqDataset, cfg: TrainConfig, out_dir: Path,
             else:
                 state["bad"] += 1
             if live is not None:
-                _swap_in(params, live)  # training goes on from the live weights
+                _copy_into(params, live)  # training goes on from the live weights
         else:
             state["elapsed"] += time.perf_counter() - t0
         state["history"].append(record)

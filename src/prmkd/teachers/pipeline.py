@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import DataConfig, EvalConfig, TrainConfig, from_dict, to_dict, train_key
+from ..config import DataConfig, EvalConfig, TrainConfig, from_dict, to_dict, train_key, without_later_options
 from ..data.dataset import SeqDataset, cache_root, prepare
 from ..env import environment, now
 from ..errors import ConfigError, PrmkdError
@@ -65,8 +65,7 @@ def _hash(obj) -> str:
 
 def teacher_key(mod, tcfg) -> dict:
     """The teacher options that identify a run: options its family added later are left out while off."""
-    later = getattr(mod, "ADDED_LATER", {})
-    return {k: v for k, v in to_dict(tcfg).items() if not (k in later and v == later[k])}
+    return without_later_options(to_dict(tcfg), getattr(mod, "ADDED_LATER", {}))
 
 
 def out_dir(cfg: TeacherRunConfig, ds: SeqDataset) -> Path:

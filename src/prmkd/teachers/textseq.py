@@ -275,10 +275,9 @@ def pretrained_modalities(cfg: TextSeqConfig, sources: list[SeqDataset]) -> list
 def pretrain_options(cfg: TextSeqConfig, sources: list[SeqDataset]) -> tuple[str, dict]:
     """(family, options) that decide the pre-training computation. The UniSRec- and UniM2Rec-style families
     share this code, so with the same options and sources they share one pre-training run."""
-    from ..config import to_dict
+    from ..config import to_dict, without_later_options
 
-    opts = {k: v for k, v in to_dict(cfg).items() if k not in FINETUNE_ONLY
-            and not (k in ADDED_LATER and v == ADDED_LATER[k])}
+    opts = {k: v for k, v in without_later_options(to_dict(cfg), ADDED_LATER).items() if k not in FINETUNE_ONLY}
     opts["modalities"] = pretrained_modalities(cfg, sources)
     return "unisrec", opts
 
