@@ -59,6 +59,10 @@ _RF_NOPRE = ("prmkd teacher finetune configs/teachers/recformer_scientific.toml 
              "--set teacher.bf16=true")
 _US256 = ("prmkd teacher finetune configs/teachers/unisrec_scientific_inductive.toml --no-pretrain "
           "--set teacher.hidden_size=256 --set train.threads=1")
+_US256_PRE = ("prmkd teacher finetune configs/teachers/unisrec_scientific_inductive.toml "
+              "--set pretrain_dir=runs/exp5/pretrain --set teacher.hidden_size=256 --set train.threads=1 "
+              "--set pretrain.threads=1")
+_IDDROP8 = "--set teacher.id_embedding=true --set teacher.id_dropout=0.8"
 PROBES = {
     "unisrec-d256-nopretrain": (
         "unisrec", "hidden size 256 instead of 128, no pre-training (vs unisrec-nopretrain)",
@@ -169,35 +173,23 @@ PROBES = {
         "--set teacher.id_dropout=0.5"),
     "unisrec-d256-transductive-iddrop0.8-nopretrain": (
         "unisrec", "as unisrec-d256-transductive-iddrop0.5-nopretrain with id_dropout 0.8",
-        f"{_US256} --set out=runs/exp9/us-d256-id-drop0.8 --set teacher.id_embedding=true "
-        "--set teacher.id_dropout=0.8"),
+        f"{_US256} --set out=runs/exp9/us-d256-id-drop0.8 {_IDDROP8}"),
     "unisrec-d256-transductive-iddrop0.8-nopretrain-seed1": (
         "unisrec", "as unisrec-d256-transductive-iddrop0.8-nopretrain, seed 1 instead of 0",
-        f"{_US256} --set out=runs/exp9/us-d256-id-drop0.8-s1 --set teacher.id_embedding=true "
-        "--set teacher.id_dropout=0.8 --set train.seed=1"),
+        f"{_US256} --set out=runs/exp9/us-d256-id-drop0.8-s1 {_IDDROP8} --set train.seed=1"),
     "unisrec-d256-transductive-iddrop0.8-nopretrain-seed2": (
         "unisrec", "as unisrec-d256-transductive-iddrop0.8-nopretrain, seed 2 instead of 0",
-        f"{_US256} --set out=runs/exp9/us-d256-id-drop0.8-s2 --set teacher.id_embedding=true "
-        "--set teacher.id_dropout=0.8 --set train.seed=2"),
+        f"{_US256} --set out=runs/exp9/us-d256-id-drop0.8-s2 {_IDDROP8} --set train.seed=2"),
     "unisrec-d256-transductive-iddrop0.8": (
         "unisrec", "as unisrec-d256-transductive-iddrop0.8-nopretrain, pre-trained on Games (the pre-training run of "
                    "unisrec-d256: the ID embedding and its dropout are fine-tuning options)",
-        "prmkd teacher finetune configs/teachers/unisrec_scientific_inductive.toml "
-        "--set out=runs/exp9/us-d256-pre-id-drop0.8 "
-        "--set pretrain_dir=runs/exp5/pretrain --set teacher.hidden_size=256 --set train.threads=1 "
-        "--set pretrain.threads=1 --set teacher.id_embedding=true --set teacher.id_dropout=0.8"),
+        f"{_US256_PRE} --set out=runs/exp9/us-d256-pre-id-drop0.8 {_IDDROP8}"),
     "unisrec-d256-transductive-iddrop0.8-seed1": (
         "unisrec", "as unisrec-d256-transductive-iddrop0.8, fine-tuning seed 1 instead of 0 (the same pre-training)",
-        "prmkd teacher finetune configs/teachers/unisrec_scientific_inductive.toml "
-        "--set out=runs/exp9/us-d256-pre-id-drop0.8-s1 --set pretrain_dir=runs/exp5/pretrain "
-        "--set teacher.hidden_size=256 --set train.threads=1 --set pretrain.threads=1 --set teacher.id_embedding=true "
-        "--set teacher.id_dropout=0.8 --set train.seed=1"),
+        f"{_US256_PRE} --set out=runs/exp9/us-d256-pre-id-drop0.8-s1 {_IDDROP8} --set train.seed=1"),
     "unisrec-d256-transductive-iddrop0.8-seed2": (
         "unisrec", "as unisrec-d256-transductive-iddrop0.8, fine-tuning seed 2 instead of 0 (the same pre-training)",
-        "prmkd teacher finetune configs/teachers/unisrec_scientific_inductive.toml "
-        "--set out=runs/exp9/us-d256-pre-id-drop0.8-s2 --set pretrain_dir=runs/exp5/pretrain "
-        "--set teacher.hidden_size=256 --set train.threads=1 --set pretrain.threads=1 --set teacher.id_embedding=true "
-        "--set teacher.id_dropout=0.8 --set train.seed=2"),
+        f"{_US256_PRE} --set out=runs/exp9/us-d256-pre-id-drop0.8-s2 {_IDDROP8} --set train.seed=2"),
     "recformer-2layers-nopretrain": (
         "recformer", "two trained MiniLM layers (frozen_layers 4 instead of 5), no pre-training, bfloat16, lr 3e-4, "
                      "up to 40 epochs / 70 min with patience 4 (vs recformer-nopretrain)",
