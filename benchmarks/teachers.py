@@ -190,6 +190,27 @@ PROBES = {
     "unisrec-d256-transductive-iddrop0.8-seed2": (
         "unisrec", "as unisrec-d256-transductive-iddrop0.8, fine-tuning seed 2 instead of 0 (the same pre-training)",
         f"{_US256_PRE} --set out=runs/exp9/us-d256-pre-id-drop0.8-s2 {_IDDROP8} --set train.seed=2"),
+    "unim2rec-transductive-iddrop0.8": (
+        "unim2rec", "as unim2rec plus the item ID embedding, each item's ID embedding dropped with probability 0.8 "
+                    "while training (vs unim2rec-transductive, never dropped; the same pre-training run as unim2rec)",
+        "prmkd teacher finetune configs/teachers/unim2rec_scientific.toml --set out=runs/exp10/m2-id-drop0.8 "
+        f"--set pretrain_dir=runs/scientific/pretrain --set train.threads=1 --set pretrain.threads=1 {_IDDROP8}"),
+    "unim2rec-d256-transductive-iddrop0.8": (
+        "unim2rec", "as unim2rec-d256 plus the item ID embedding dropped with probability 0.8 while training "
+                    "(the pre-training run of unim2rec-d256)",
+        "prmkd teacher finetune configs/teachers/unim2rec_scientific.toml --set out=runs/exp10/m2-d256-id-drop0.8 "
+        "--set pretrain_dir=runs/exp5/pretrain --set teacher.hidden_size=256 --set train.threads=1 "
+        f"--set pretrain.threads=1 {_IDDROP8}"),
+    "unim2rec-d256-transductive-iddrop0.8-seed1": (
+        "unim2rec", "as unim2rec-d256-transductive-iddrop0.8, fine-tuning seed 1 instead of 0 (the same pre-training)",
+        "prmkd teacher finetune configs/teachers/unim2rec_scientific.toml --set out=runs/exp10/m2-d256-id-drop0.8-s1 "
+        "--set pretrain_dir=runs/exp5/pretrain --set teacher.hidden_size=256 --set train.threads=1 "
+        f"--set pretrain.threads=1 {_IDDROP8} --set train.seed=1"),
+    "unim2rec-d256-transductive-iddrop0.8-seed2": (
+        "unim2rec", "as unim2rec-d256-transductive-iddrop0.8, fine-tuning seed 2 instead of 0 (the same pre-training)",
+        "prmkd teacher finetune configs/teachers/unim2rec_scientific.toml --set out=runs/exp10/m2-d256-id-drop0.8-s2 "
+        "--set pretrain_dir=runs/exp5/pretrain --set teacher.hidden_size=256 --set train.threads=1 "
+        f"--set pretrain.threads=1 {_IDDROP8} --set train.seed=2"),
     "recformer-2layers-nopretrain": (
         "recformer", "two trained MiniLM layers (frozen_layers 4 instead of 5), no pre-training, bfloat16, lr 3e-4, "
                      "up to 40 epochs / 70 min with patience 4 (vs recformer-nopretrain)",
@@ -305,7 +326,9 @@ SEED_GROUPS = {"unisrec-d256-nopretrain": ["unisrec-d256-nopretrain-seed1", "uni
                    "unisrec-d256-transductive-iddrop0.8-nopretrain-seed1",
                    "unisrec-d256-transductive-iddrop0.8-nopretrain-seed2"],
                "unisrec-d256-transductive-iddrop0.8": ["unisrec-d256-transductive-iddrop0.8-seed1",
-                                                       "unisrec-d256-transductive-iddrop0.8-seed2"]}
+                                                       "unisrec-d256-transductive-iddrop0.8-seed2"],
+               "unim2rec-d256-transductive-iddrop0.8": ["unim2rec-d256-transductive-iddrop0.8-seed1",
+                                                        "unim2rec-d256-transductive-iddrop0.8-seed2"]}
 
 
 def _seed(row: dict) -> int:
