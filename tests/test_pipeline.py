@@ -213,3 +213,27 @@ def test_teachers_sharing_a_pretraining_run_are_built_in_one_process():
     unisrec.teacher = {**unisrec.teacher, "hidden_size": 128}
     groups = [[s.name or s.family for s in g] for g in teacher_groups(Pipeline(cfg, log=lambda m: None))]
     assert sorted(groups) == [["recformer"], ["unisrec", "unim2rec"]]
+
+
+def test_set_reaches_one_teacher_of_the_list_by_name_or_index():
+    """`--set teachers.<name or index>.<section>.<key>=v` changes that teacher only; a UniM2Rec-style teacher set to
+    the UniSRec-style one's text-side options joins its pre-training group. Bad names and indexes are clear errors."""
+    require_dataset("Games_LLMRank")
+    from prmkd.errors import ConfigError
+    from prmkd.pipeline import Pipeline, load_pipeline, teacher_groups
+
+    path = REPO / "configs" / "scientific.toml"
+    cfg = load_pipeline(path, ["teachers.unim2rec.teacher.hidden_size=256", "teachers.2.teacher.id_dropout=0.8",
+                               "teachers.unim2rec.teacher.id_embedding=true"])
+    m2 = next(s for s in cfg.teachers if s.family == "unim2rec")
+    assert m2.teacher["hidden_size"] == 256 and m2.teacher["id_dropout"] == 0.8 and m2.teacher["id_embedding"]
+    assert next(s for s in cfg.teachers if s.family == "recformer").teacher == \
+        next(s for s in load_pipeline(path).teachers if s.family == "recformer").teacher
+    groups = [[s.name or s.family for s in g] for g in teacher_groups(Pipeline(cfg, log=lambda m: None))]
+    assert sorted(groups) == [["recformer"], ["unisrec", "unim2rec"]]
+    with pytest.raises(ConfigError, match=r"no entry named 'nosuch' \(entries: \['unisrec', 'recformer', 'unim2rec'\]"):
+        load_pipeline(path, ["teachers.nosuch.teacher.hidden_size=256"])
+    with pytest.raises(ConfigError, match="index 3 is out of range"):
+        load_pipeline(path, ["teachers.3.teacher.hidden_size=256"])
+    with pytest.raises(ConfigError, match="is a list of sections"):
+        load_pipeline(path, ["teachers.hidden_size=256"])

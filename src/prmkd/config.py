@@ -200,16 +200,39 @@ def parse_value(text: str):
         return text
 
 
+def _list_entry(items: list, p: str, key: str) -> dict:
+    """The entry `p` of a list of tables ([[teachers]]): its index, or the one whose `name` (else `family`) is `p`."""
+    if p.isdigit():
+        if int(p) >= len(items):
+            raise ConfigError(f"--set {key}: index {p} is out of range (the list has {len(items)} entries)")
+        entry = items[int(p)]
+    else:
+        named = [e for e in items if isinstance(e, dict) and e.get("name") == p]
+        named = named or [e for e in items if isinstance(e, dict) and not e.get("name") and e.get("family") == p]
+        if len(named) != 1:
+            labels = [e.get("name") or e.get("family") if isinstance(e, dict) else e for e in items]
+            raise ConfigError(f"--set {key}: {'no' if not named else 'more than one'} entry named '{p}' "
+                              f"(entries: {labels}; an index 0-{len(items) - 1} also works)")
+        entry = named[0]
+    if not isinstance(entry, dict):
+        raise ConfigError(f"--set {key}: entry '{p}' is not a section")
+    return entry
+
+
 def apply_override(data: dict, assignment: str) -> None:
+    """`a.b.c=value`; a list of tables is entered by index or by its entries' name or family
+    (`teachers.unim2rec.teacher.hidden_size=256`, `teachers.2.train.seed=1`)."""
     if "=" not in assignment:
         raise ConfigError(f"--set expects key=value, got '{assignment}'")
     key, text = assignment.split("=", 1)
     parts = key.strip().split(".")
     node = data
     for p in parts[:-1]:
-        node = node.setdefault(p, {})
-        if not isinstance(node, dict):
+        node = _list_entry(node, p, key) if isinstance(node, list) else node.setdefault(p, {})
+        if not isinstance(node, (dict, list)):
             raise ConfigError(f"--set {key}: '{p}' is not a section")
+    if isinstance(node, list):
+        raise ConfigError(f"--set {key}: '{parts[-2]}' is a list of sections; name one of its entries first")
     node[parts[-1]] = parse_value(text.strip())
 
 

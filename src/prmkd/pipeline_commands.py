@@ -47,7 +47,9 @@ def cmd_sweep(args) -> None:
 def register(sub) -> None:
     p = sub.add_parser("run", help="the whole pipeline from one TOML/YAML file (resumable), ending in a report")
     p.add_argument("config")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one config key (repeatable), e.g. --set distill.kd_weight=3; one teacher of "
+                        "[[teachers]] by name or index: --set teachers.unim2rec.teacher.hidden_size=256")
     p.add_argument("--stages", nargs="+", help="only these stages (teachers are always built or reused): "
                                                "baselines distill ablations universality sweeps efficiency report")
     p.add_argument("--teachers", nargs="+", metavar="NAME",
