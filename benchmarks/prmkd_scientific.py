@@ -110,6 +110,14 @@ def main() -> None:
                                    "paired_t_tests": [{"metric": m, **paired_test([r["run_dir"] for r in rs],
                                                                                    plain_dirs, m)}
                                                       for m in ("ndcg@10", "recall@10")]})
+    # how often the consistency rule dropped a teacher, over the main PRM-KD runs (each run's distill stats)
+    stats = [json.loads((Path(r["run_dir"]) / "results.json").read_text())["distill"]["stats"]
+             for r in group(runs, name=f"prmkd-{student}", group="main")]
+    fired, inst = sum(st["rule_fired"] for st in stats), sum(st["instances"] for st in stats)
+    rule = {"runs": len(stats), "training_instances_seen": inst, "rule_fired": fired,
+            "fired_share": round(fired / inst, 4) if inst else None,
+            "dropped_share_of_fired": {k: round(sum(st["dropped"][k] for st in stats) / fired, 4)
+                                       for k in (stats[0]["dropped"] if stats else {})} if fired else {}}
     eff_path = run / "efficiency.json"
     eff = json.loads(eff_path.read_text()) if eff_path.exists() else None
     kd_cfg = cfg["distill"]
@@ -118,7 +126,7 @@ def main() -> None:
            "distill": {k: kd_cfg[k] for k in kd_cfg if k != "teachers"},
            "teachers": teachers, "baselines": baselines,
            "main": {"student": student, "plain": plain, "prmkd": kd, "relative_improvement": relative(kd, plain),
-                    "paired_t_tests": tests,
+                    "paired_t_tests": tests, "consistency_rule": rule,
                     "target": "a significant gain of at least +10% test NDCG@10 over plain SASRec"},
            "ablations": ablations, "universality": univ, "sweeps": sweeps,
            "sweep_settings_with_seeds": sweep_settings,
