@@ -116,6 +116,6 @@ def ablations() -> None:
 
 if __name__ == "__main__":
     for fn in (teachers, main_table, ablations, lambda: main_table("prmkd_scientific_live.json"),
-               lambda: main_table("prmkd_scientific_strong.json")):
+               lambda: main_table("prmkd_scientific_strong.json"), lambda: main_table("prmkd_scientific_m2id.json")):
         fn()
         print()

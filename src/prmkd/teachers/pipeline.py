@@ -83,7 +83,7 @@ def pretrain_key(cfg: TeacherRunConfig, sources: list[SeqDataset]) -> tuple[str,
         family, shared = mod.pretrain_options(tcfg, sources)
     else:
         family = cfg.family
-        shared = {k: v for k, v in to_dict(tcfg).items() if k not in getattr(mod, "FINETUNE_ONLY", ())}
+        shared = {k: v for k, v in teacher_key(mod, tcfg).items() if k not in getattr(mod, "FINETUNE_ONLY", ())}
     return family, _hash({"family": family, "teacher": shared, "sources": [s.fingerprint for s in sources],
                           "train": train_key(cfg.pretrain)})
 
