@@ -44,26 +44,12 @@ def header(extra_machine: dict | None = None) -> dict:
 
 
 def write_json(path: Path, obj: dict) -> None:
-    from prmkd.data.dataset import write_atomic
+    from prmkd.io import jsonable, write_atomic
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, lambda t: t.write_text(json.dumps(obj, indent=2, default=_plain) + "\n"))
+    write_atomic(path, lambda t: t.write_text(json.dumps(obj, indent=2, default=jsonable) + "\n"))
     print(f"wrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}", flush=True)
-
-
-def _plain(x):
-    import numpy as np
-
-    if isinstance(x, np.integer):
-        return int(x)
-    if isinstance(x, np.floating):
-        return float(x)
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    if isinstance(x, Path):
-        return str(x)
-    raise TypeError(f"not JSON serialisable: {type(x)}")
 
 
 def mean_std(values: list[float]) -> dict:

@@ -93,7 +93,7 @@ def run_one(spec: dict, seed: int, out_root: str, threads: int, quick: bool) -> 
     import torch
 
     from prmkd.config import DataConfig, EvalConfig, RunConfig, TrainConfig
-    from prmkd.runner import train_run
+    from prmkd.experiment.runner import train_run
 
     torch.set_num_threads(threads)
     model = {k: v for k, v in spec.items() if not k.startswith("_")}

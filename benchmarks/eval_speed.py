@@ -6,7 +6,7 @@ Run from the repository root (prmkd's virtualenv active):
 
 It loads a trained SASRec run folder (--run-dir; by default the first finished one of the RecBole side-by-side's
 prmkd run, the baseline benchmark's d=64 / dropout 0.5 SASRec, runs/dev-sasrec64; if none exists, it trains one
-with the baseline settings first), then times `prmkd.evaluate.evaluate(model, ds, "test")` exactly as training and testing call it:
+with the baseline settings first), then times `prmkd.evaluation.evaluate(model, ds, "test")` exactly as training and testing call it:
 full ranking over every item, history not masked, pessimistic ties, per-user metrics kept. One warm-up, then
 --repeats timed repetitions; the median is reported, for each torch thread count in --threads.
 If .venv-recbole exists, RecBole 1.2.1's own full-sort test evaluation (Trainer.evaluate) of a SASRec of the
@@ -46,7 +46,7 @@ def find_run(arg: str | None) -> Path:
             return ROOT / c
     log("no trained SASRec run found: training one (d=64, dropout 0.5, patience 5)")
     from prmkd.config import DataConfig, RunConfig, TrainConfig
-    from prmkd.runner import train_run
+    from prmkd.experiment.runner import train_run
 
     out = ROOT / "runs" / "bench" / "eval_speed" / "sasrec-seed0"
     cfg = RunConfig(data=DataConfig(path=str(DATA)),
@@ -60,7 +60,7 @@ def time_prmkd(model, ds, threads: int, warmup: int, repeats: int) -> dict:
     import torch
 
     from prmkd.config import EvalConfig
-    from prmkd.evaluate import evaluate
+    from prmkd.evaluation import evaluate
 
     torch.set_num_threads(threads)
     cfg = EvalConfig()
@@ -120,7 +120,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     started = time.time()
     hdr = header()
-    from prmkd.runner import load_run
+    from prmkd.experiment.runner import load_run
 
     run_dir = find_run(args.run_dir)
     model, cfg, ds = load_run(run_dir, log=log)
@@ -157,7 +157,7 @@ def main(argv=None) -> int:
     hdr["machine"]["load_average_at_end"] = load_average()
     out = {
         **hdr, "dataset": ds.name, "run_dir": str(run_dir.relative_to(ROOT) if run_dir.is_relative_to(ROOT) else run_dir),
-        "what": "prmkd.evaluate.evaluate(model, ds, 'test'): full ranking of every test user's target against all "
+        "what": "prmkd.evaluation.evaluate(model, ds, 'test'): full ranking of every test user's target against all "
                 f"{ds.n_items} items (history not masked, pessimistic ties, per-user metrics kept); one warm-up, "
                 f"then {args.repeats} timed repetitions, median reported per torch thread count",
         "notes": ["The machine's 2 cores were shared with other developers' jobs (see load averages): medians of "

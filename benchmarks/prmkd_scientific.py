@@ -95,7 +95,7 @@ def main() -> None:
                "test_ndcg@10": round(r["metrics"]["test"]["ndcg@10"], 6),
                "test_recall@10": round(r["metrics"]["test"]["recall@10"], 6)} for r in group(runs, group="sweep")]
     # a sweep setting run with several seeds: compared with plain SASRec like the main setting
-    from prmkd.stats import paired_test
+    from prmkd.experiment.stats import paired_test
 
     plain_dirs = [r["run_dir"] for r in group(runs, name=student, group="main")]
     multi = {}

@@ -105,7 +105,7 @@ def run_prmkd(args, seed: int, ds) -> dict:
     import torch
 
     from prmkd.config import DataConfig, EvalConfig, RunConfig, TrainConfig
-    from prmkd.runner import train_run
+    from prmkd.experiment.runner import train_run
 
     torch.set_num_threads(args.threads)
     model = {"name": "sasrec", "hidden_size": args.hidden_size, "layers": 2, "heads": 2, "inner_size": 256,

@@ -46,7 +46,7 @@ def main() -> None:
     from prmkd.data.batches import TrainBatches, eval_batches
     from prmkd.data.dataset import cache_root, prepare
     from prmkd.teachers import recformer
-    from prmkd.train import seed_everything
+    from prmkd.training import seed_everything
 
     torch.set_num_threads(args.threads)
     dcfg = DataConfig(path=str(DATA))

@@ -45,7 +45,7 @@ KEYS = ("ndcg@10", "recall@10")
 
 
 def scores(table: torch.Tensor, ds) -> dict:
-    from prmkd.evaluate import evaluate
+    from prmkd.evaluation import evaluate
 
     m = LastItem(table)
     return {split: {k: round(v, 4) for k, v in evaluate(m, ds, split).metrics.items() if k in KEYS}

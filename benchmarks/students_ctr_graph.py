@@ -50,7 +50,7 @@ def cli_command(model: str, overrides: list[str], out: str) -> str:
 
 def run_variant(variant: str) -> dict:
     from prmkd.config import RunConfig, load
-    from prmkd.runner import train_run
+    from prmkd.experiment.runner import train_run
 
     model, overrides, why = VARIANTS[variant]
     out = f"runs/students/{variant}"

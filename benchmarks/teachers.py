@@ -279,8 +279,8 @@ def run_probe(name: str, run: bool = True) -> dict | None:
 
 
 def teacher_run(name: str):
-    from prmkd.pipeline import load_pipeline
-    from prmkd.teachers.pipeline import TeacherRunConfig
+    from prmkd.experiment.pipeline import load_pipeline
+    from prmkd.teachers.build import TeacherRunConfig
 
     cfg = load_pipeline(CONFIG)
     base, pretrained, changes, _ = VARIANTS[name]
@@ -295,7 +295,7 @@ def teacher_run(name: str):
 
 
 def run_variant(name: str) -> dict:
-    from prmkd.teachers.pipeline import run_export, run_finetune, run_pretrain
+    from prmkd.teachers.build import run_export, run_finetune, run_pretrain
 
     tcfg = teacher_run(name)
     t0 = time.time()
@@ -377,7 +377,7 @@ def main() -> None:
             r["vs_sasrec_test_ndcg@10"] = round(r["metrics"]["test"]["ndcg@10"] / sasrec["ndcg@10"] - 1, 4)
     eff = PIPE / "efficiency.json"
     out = {**header(), "dataset": "Scientific_UniSRec", "source_domain": "Games_LLMRank", "config": str(CONFIG),
-           "evaluation": "full ranking over all items, leave-one-out, unmasked, pessimistic ties (prmkd.evaluate)",
+           "evaluation": "full ranking over all items, leave-one-out, unmasked, pessimistic ties (prmkd.evaluation)",
            "sasrec_reference": sasrec,
            "variants": [rows[n] for n in order if n in rows],
            "seed_spread": seed_spread(rows, sasrec),

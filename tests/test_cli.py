@@ -134,7 +134,7 @@ def test_unknown_format(tmp_path):
     inter, _ = write_tiny_table(tmp_path)
     proc = prmkd("prepare", inter, "--set", "data.format=xml", "--set", f'data.cache_dir="{tmp_path / "c"}"',
                  cwd=tmp_path)
-    assert_user_error(proc, str(inter), "unknown format 'xml'")
+    assert_user_error(proc, "data.format", "'xml'", "expected one of auto, unisrec")
 
 
 def test_bad_invocations(work, tmp_path):

@@ -8,12 +8,12 @@ import torch
 
 from prmkd.config import DistillConfig, EvalConfig, TrainConfig
 from prmkd.data.dataset import SeqDataset, split_fingerprint
-from prmkd.distill import kd
-from prmkd.distill.trainer import default_weights, make_kd_loss
-from prmkd.evaluate import evaluate
+from prmkd.distillation import kd
+from prmkd.distillation.trainer import KDLoss, default_weights
+from prmkd.evaluation import evaluate
 from prmkd.models.sasrec import SASRec, SASRecConfig
 from prmkd.teachers.cache import TeacherCache, write_cache
-from prmkd.train import fit
+from prmkd.training import fit
 
 
 # ---------------------------------------------------------------------------------------------- Eq. 1-6
@@ -159,11 +159,10 @@ def test_cache_refuses_another_dataset(tmp_path):
 def _distil(ds, caches, kd_weight, tmp_path, epochs=40):
     torch.manual_seed(0)
     model = SASRec(SASRecConfig(hidden_size=32, dropout=0.0, attn_dropout=0.0), ds.n_items, ds.max_len)
-    loss_fn, info = make_kd_loss(DistillConfig(teachers=[str(c) for c in caches], kd_weight=kd_weight,
-                                               temperature=1.0), ds, model)
+    loss_fn = KDLoss(DistillConfig(teachers=[str(c) for c in caches], kd_weight=kd_weight, temperature=1.0), ds)
     fit(model, ds, TrainConfig(epochs=epochs, batch_size=64, lr=5e-3, patience=epochs, progress=False), tmp_path,
         loss_fn=loss_fn, log=lambda m: None)
-    return model, info
+    return model, {**loss_fn.info, **loss_fn.state()}
 
 
 def test_student_follows_a_teacher_that_knows_the_next_item(tmp_path):
@@ -209,7 +208,7 @@ def test_default_weights_from_validation_ndcg(tmp_path):
 def test_a_rebuilt_teacher_cache_makes_a_distilled_run_new(tmp_path):
     """Resuming must not reuse a distilled run made from an earlier build of a cache at the same path."""
     from prmkd.config import RunConfig
-    from prmkd.runner import fingerprint
+    from prmkd.experiment.runner import fingerprint
 
     ds = cyclic_dataset()
     oracle_cache(ds, tmp_path / "c", 1, "oracle")

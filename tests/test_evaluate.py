@@ -12,7 +12,7 @@ import torch
 from prmkd.config import EvalConfig
 from prmkd.data.dataset import SeqDataset
 from prmkd.errors import PrmkdError
-from prmkd.evaluate import evaluate, metrics_from_ranks
+from prmkd.evaluation import evaluate, metrics_from_ranks
 from prmkd.models.base import Recommender
 
 NAMES = ["recall@5", "recall@10", "recall@20", "ndcg@5", "ndcg@10", "ndcg@20", "mrr@10"]

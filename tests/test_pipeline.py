@@ -141,7 +141,7 @@ def test_run_rejects_an_unknown_teacher_name(tmp_path):
 
 @pytest.mark.parametrize("name", ["ml100k", "scientific", "games"])
 def test_shipped_configs_load(name):
-    from prmkd.pipeline import load_pipeline
+    from prmkd.experiment.pipeline import load_pipeline
 
     cfg = load_pipeline(REPO / "configs" / f"{name}.toml")
     assert cfg.name == name and cfg.teachers and cfg.student == "sasrec"
@@ -203,7 +203,7 @@ def test_teachers_sharing_a_pretraining_run_are_built_in_one_process():
     the same text-side options (the ID embedding and its dropout are fine-tuning options) they pre-train one
     computation and form one group."""
     require_dataset("Games_LLMRank")
-    from prmkd.pipeline import Pipeline, load_pipeline, teacher_groups
+    from prmkd.experiment.pipeline import Pipeline, load_pipeline, teacher_groups
 
     cfg = load_pipeline(REPO / "configs" / "scientific.toml")
     groups = [[s.name or s.family for s in g] for g in teacher_groups(Pipeline(cfg, log=lambda m: None))]
@@ -220,7 +220,7 @@ def test_set_reaches_one_teacher_of_the_list_by_name_or_index():
     the UniSRec-style one's text-side options joins its pre-training group. Bad names and indexes are clear errors."""
     require_dataset("Games_LLMRank")
     from prmkd.errors import ConfigError
-    from prmkd.pipeline import Pipeline, load_pipeline, teacher_groups
+    from prmkd.experiment.pipeline import Pipeline, load_pipeline, teacher_groups
 
     path = REPO / "configs" / "scientific.toml"
     cfg = load_pipeline(path, ["teachers.unim2rec.teacher.hidden_size=256", "teachers.2.teacher.id_dropout=0.8",

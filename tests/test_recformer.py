@@ -9,10 +9,10 @@ from prmkd.config import EvalConfig, TrainConfig
 from prmkd.data.batches import TrainBatches
 from prmkd.data.dataset import SeqDataset, split_fingerprint
 from prmkd.errors import CacheMismatchError, PrmkdError
-from prmkd.evaluate import evaluate
+from prmkd.evaluation import evaluate
 from prmkd.teachers import recformer as R
 from prmkd.teachers.cache import TeacherCache, evaluate_cache, write_cache
-from prmkd.train import fit
+from prmkd.training import fit
 
 TINY_FIELDS = {"title": 5, "brand": 1, "categories": 2}
 

@@ -10,7 +10,7 @@ import torch
 from prmkd.config import DistillConfig, EvalConfig, RunConfig, TrainConfig
 from prmkd.data.batches import eval_batches
 from prmkd.models import build_model
-from prmkd.runner import load_run, train_run
+from prmkd.experiment.runner import load_run, train_run
 from test_distill import cyclic_dataset, oracle_cache
 
 STUDENTS = ["sasrec", "gru4rec", "bert4rec", "fm", "deepfm", "lightgcn"]

@@ -10,7 +10,7 @@ import torch
 from prmkd.config import EvalConfig
 from prmkd.data.batches import EvalBatch, TrainBatches
 from prmkd.data.dataset import SeqDataset, split_fingerprint
-from prmkd.evaluate import evaluate
+from prmkd.evaluation import evaluate
 from prmkd.models import build_model
 from prmkd.models.fields import item_token_fields, tokenize
 from prmkd.models.general import sample_negatives

@@ -10,12 +10,14 @@ import torch
 from conftest import synthetic_events, write_table
 from prmkd.config import DataConfig, EvalConfig, TrainConfig
 from prmkd.data import prepare
-from prmkd.distill.kd import fused_targets
+from prmkd.distillation.kd import fused_targets
 from prmkd.errors import PrmkdError
 from prmkd.teachers import external
 from prmkd.teachers.cache import TeacherCache, evaluate_cache
-from prmkd.teachers.pipeline import TeacherRunConfig, build_teacher
-from prmkd.teachers.textseq import MoEAdaptor, TextSeqConfig, build
+from prmkd.teachers.build import TeacherRunConfig, build_teacher
+from prmkd.teachers.textseq import MoEAdaptor, TextSeqConfig, TextSeqFamily
+
+build = TextSeqFamily().build
 
 TINY = {"hidden_size": 16, "inner_size": 32, "experts": 2, "dropout": 0.1, "attn_dropout": 0.1}
 
@@ -144,7 +146,7 @@ def test_text_and_image_teacher_shares_the_text_pretraining(work):
 
 
 def test_load_pretrained_copies_the_shared_weights(work):
-    from prmkd.teachers.textseq import load_pretrained
+    load_pretrained = TextSeqFamily().load_pretrained
 
     ds = prepare(tiny_domain(work, "target", 2), log=None)
     shared = work / "unisrec" / "pretrain" / "shared.pt"
@@ -231,7 +233,7 @@ def test_import_rejects_bad_input_clearly(built, work, case, message):
 def test_pretraining_key_leaves_out_finetuning_only_options(work):
     """Two Recformer-style teachers that differ only in how they fine-tune share one pre-training run; a change
     that pre-training reads (its precision) gives another key."""
-    from prmkd.teachers.pipeline import pretrain_key
+    from prmkd.teachers.build import pretrain_key
 
     target, source = tiny_domain(work, "key-target", 7), tiny_domain(work, "key-source", 8)
     sources = [prepare(source, log=None)]
@@ -266,7 +268,7 @@ def test_an_option_added_later_keeps_earlier_fingerprints_while_off(work):
     """Teachers and pre-training runs made before `text_whitening` existed keep their identity while it is off;
     turned on, it makes another teacher and another pre-training run. The ID embedding and its dropout shape
     fine-tuning only: they reuse the pre-training run."""
-    from prmkd.teachers.pipeline import pretrain_key, teacher_config, teacher_key
+    from prmkd.teachers.build import pretrain_key, teacher_config, teacher_key
 
     target, source = tiny_domain(work, "later-target", 7), tiny_domain(work, "later-source", 8)
     sources = [prepare(source, log=None)]
@@ -287,10 +289,10 @@ def test_an_option_added_later_keeps_earlier_fingerprints_while_off(work):
 def test_every_shipped_teacher_config_loads_and_is_valid(path):
     from prmkd.config import load
     from prmkd.teachers import recformer
-    from prmkd.teachers.pipeline import teacher_config
+    from prmkd.teachers.build import teacher_config
 
     cfg = load(TeacherRunConfig, path)
     mod, tcfg = teacher_config(cfg)
     assert cfg.data.path and all(s.path for s in cfg.sources)
-    if mod is recformer:
+    if isinstance(mod, recformer.Recformer):
         recformer.check_config(tcfg, 6)  # MiniLM's 6 layers

@@ -18,11 +18,11 @@ import torch
 from conftest import write_tiny_table
 from prmkd.config import DataConfig, RunConfig, TrainConfig, from_dict, to_dict
 from prmkd.data import TrainBatches, prepare
-from prmkd.evaluate import evaluate
+from prmkd.evaluation import evaluate
 from prmkd.models import build_model
 from prmkd.models.sasrec import SASRecConfig
-from prmkd.runner import evaluate_run, train_run
-from prmkd.train import default_loss, fit
+from prmkd.experiment.runner import evaluate_run, train_run
+from prmkd.training import default_loss, fit
 
 NAMES = ["recall@5", "recall@10", "recall@20", "ndcg@5", "ndcg@10", "ndcg@20", "mrr@10"]
 # dropout on, so a resume that lost the RNG state would not end the same
@@ -151,7 +151,7 @@ torch.set_num_threads(1)
 sys.path.insert(0, sys.argv[5])
 import test_train as T
 from prmkd.data.dataset import load_prepared
-from prmkd.train import default_loss, fit
+from prmkd.training import default_loss, fit
 
 ds, out, marker, k = load_prepared(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4])
 calls = 0

@@ -159,7 +159,8 @@ def _coerce(tp, value, key: str):
 
 
 def from_dict(cls, data: dict, prefix: str = ""):
-    """Build dataclass `cls` from a dict; an unknown key is a ConfigError naming it."""
+    """Build dataclass `cls` from a dict; an unknown key, a wrong type or a value out of range is a ConfigError
+    naming the key (`check_values`)."""
     if not isinstance(data, dict):
         raise ConfigError(f"config key '{prefix.rstrip('.') or '<root>'}': expected a table, got {data!r}")
     hints = typing.get_type_hints(cls)
@@ -168,7 +169,116 @@ def from_dict(cls, data: dict, prefix: str = ""):
         if k not in names:
             raise ConfigError(f"unknown config key '{prefix}{k}' (known keys here: {', '.join(names)})")
     kwargs = {k: _coerce(hints[k], v, prefix + k) for k, v in data.items()}
-    return cls(**kwargs)
+    obj = cls(**kwargs)
+    check_values(obj, prefix)
+    return obj
+
+
+# --------------------------------------------------------------------------------------------------
+# values: every section is checked when it is loaded, before anything is written
+
+
+def _positive(v) -> bool:
+    return v > 0
+
+
+def _at_least_one(v) -> bool:
+    return v >= 1
+
+
+def _non_negative(v) -> bool:
+    return v >= 0
+
+
+def _probability(v) -> bool:
+    return 0 <= v < 1
+
+
+# field name -> (test, what it must be); applied to every section that has a field of that name
+RULES: dict[str, tuple] = {
+    "epochs": (_at_least_one, "an integer >= 1"),
+    "batch_size": (_at_least_one, "an integer >= 1"),
+    "lr": (_positive, "a number > 0"),
+    "temperature": (_positive, "a number > 0"),
+    "student_temperature": (_positive, "a number > 0"),
+    "kd_weight": (_non_negative, "a number >= 0"),
+    "epsilon": (_non_negative, "a number >= 0"),
+    "weight_decay": (_non_negative, "a number >= 0"),
+    "patience": (_at_least_one, "an integer >= 1"),
+    "min_epochs": (_non_negative, "an integer >= 0"),
+    "eval_every": (_at_least_one, "an integer >= 1"),
+    "checkpoint_every": (_non_negative, "an integer >= 0 (0 = at epoch ends only)"),
+    "grad_clip": (_non_negative, "a number >= 0 (0 = off)"),
+    "max_minutes": (_non_negative, "a number >= 0 (0 = no limit)"),
+    "threads": (_non_negative, "an integer >= 0 (0 = torch's default)"),
+    "ema": (_probability, "a decay in [0, 1) (0 = off)"),
+    "max_len": (_at_least_one, "an integer >= 1"),
+    "users": (_non_negative, "an integer >= 0 (0 = all)"),
+    "kcore": (_non_negative, "an integer >= 0 (0 = off)"),
+    "max_elements": (_at_least_one, "an integer >= 1"),
+    "mrr_k": (_at_least_one, "an integer >= 1"),
+    "hidden_size": (_at_least_one, "an integer >= 1"),
+    "embedding_size": (_at_least_one, "an integer >= 1"),
+    "inner_size": (_at_least_one, "an integer >= 1"),
+    "gru_size": (_at_least_one, "an integer >= 1"),
+    "heads": (_at_least_one, "an integer >= 1"),
+    "layers": (_non_negative, "an integer >= 0"),
+    "experts": (_at_least_one, "an integer >= 1"),
+    "dropout": (_probability, "a probability in [0, 1)"),
+    "attn_dropout": (_probability, "a probability in [0, 1)"),
+    "adaptor_dropout": (_probability, "a probability in [0, 1)"),
+    "id_dropout": (_probability, "a probability in [0, 1)"),
+    "mask_ratio": (_probability, "a probability in [0, 1)"),
+    "mlm_prob": (_probability, "a probability in [0, 1)"),
+}
+# field name -> the values it may take
+CHOICES: dict[str, tuple] = {
+    "candidates": ("in_batch", "all"),
+    "fusion": ("consistency", "average"),
+    "normalization": ("softmax", "minmax", "rank"),
+    "kl": ("reverse", "forward"),
+    "similarity": ("dot", "cos"),
+    "format": ("auto", "unisrec", "recbole", "table", "amazon"),
+    "cache_dtype": ("float32", "float16"),
+}
+VALID_K = 10  # validation, early stopping and best-epoch choice use NDCG@10
+
+
+def _valid_device(name: str) -> bool:
+    if name in ("auto", "cpu", "cuda"):
+        return True
+    head, _, idx = name.partition(":")
+    return head == "cuda" and idx.isdigit()
+
+
+def check_values(obj, prefix: str = "") -> None:
+    """Raise a ConfigError naming the first key of section `obj` whose value is out of range."""
+    for f in dataclasses.fields(obj):
+        v, key = getattr(obj, f.name), prefix + f.name
+        rule = RULES.get(f.name)
+        if rule and isinstance(v, (int, float)) and not isinstance(v, bool) and not rule[0](v):
+            raise ConfigError(f"config key '{key}' = {v!r}: expected {rule[1]}")
+        if f.name in CHOICES and isinstance(v, str) and v not in CHOICES[f.name]:
+            raise ConfigError(f"config key '{key}' = {v!r}: expected one of {', '.join(CHOICES[f.name])}")
+    names = {f.name for f in dataclasses.fields(obj)}
+    if {"hidden_size", "heads"} <= names and obj.hidden_size % obj.heads:
+        raise ConfigError(f"config key '{prefix}hidden_size' = {obj.hidden_size}: must be divisible by "
+                          f"'{prefix}heads' = {obj.heads}")
+    if "device" in names and isinstance(obj.device, str) and not _valid_device(obj.device):
+        raise ConfigError(f"config key '{prefix}device' = {obj.device!r}: expected auto, cpu, cuda or cuda:N")
+    if isinstance(obj, EvalConfig):
+        if not obj.ks or any(k < 1 for k in obj.ks):
+            raise ConfigError(f"config key '{prefix}ks' = {obj.ks}: expected a list of cut-offs >= 1")
+        if VALID_K not in obj.ks:
+            raise ConfigError(f"config key '{prefix}ks' = {obj.ks}: must contain {VALID_K} (validation and early "
+                              f"stopping use NDCG@{VALID_K})")
+    if isinstance(obj, DistillConfig):
+        w = obj.teacher_weights
+        ok = w in ("valid_ndcg", "uniform") or (isinstance(w, list) and w and all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) and x >= 0 for x in w) and sum(w) > 0)
+        if not ok:
+            raise ConfigError(f"config key '{prefix}teacher_weights' = {w!r}: expected \"valid_ndcg\", "
+                              f"\"uniform\" or a list of non-negative weights (not all zero)")
 
 
 def to_dict(obj) -> dict:
@@ -182,6 +292,8 @@ def without_later_options(d: dict, later: dict) -> dict:
 
 
 TRAIN_ADDED_LATER = {"ema": 0.0}
+# distillation options added after runs were fingerprinted, each with the value that leaves the method as it was
+DISTILL_ADDED_LATER: dict = {}
 
 
 def train_key(t: TrainConfig | dict) -> dict:

@@ -58,4 +58,43 @@ def resolve_device(name: str = "auto"):
 
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    check_device(name)
     return torch.device(name)
+
+
+def check_device(name: str) -> None:
+    """A device that this machine does not have is a clear error before any work (not a CUDA traceback)."""
+    if not name.startswith("cuda"):
+        return
+    import torch
+
+    from .errors import ConfigError
+
+    if not torch.cuda.is_available():
+        raise ConfigError(f"train.device = '{name}', but this machine has no CUDA device (use auto or cpu)")
+    idx = name.partition(":")[2]
+    if idx and int(idx) >= torch.cuda.device_count():
+        raise ConfigError(f"train.device = '{name}', but this machine has {torch.cuda.device_count()} CUDA device(s)")
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (Linux /proc/cpuinfo: x86 `flags`, Arm `Features`); empty where unknown."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def bf16_native(device) -> bool:
+    """Whether `device` computes bfloat16 natively: a CUDA GPU that supports it, or a CPU with AVX512-BF16 / AMX-BF16
+    (x86) or BF16 (Arm). Detected, never assumed: without them bfloat16 autocast is emulated and several times
+    slower than float32."""
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16", "bf16"})

@@ -19,6 +19,8 @@ import numpy as np
 
 from ..config import DataConfig, to_dict
 from ..errors import DataError
+from ..io import write_atomic
+from ..log import info
 from . import readers
 
 FORMAT_VERSION = 2
@@ -298,7 +300,7 @@ def cache_root(cfg: DataConfig) -> Path:
     return Path(cfg.cache_dir or os.environ.get("PRMKD_CACHE") or ".prmkd/cache")
 
 
-def prepare(cfg: DataConfig, log=print) -> SeqDataset:
+def prepare(cfg: DataConfig, log=info) -> SeqDataset:
     """Prepared dataset, from the on-disk cache when its inputs and options are unchanged."""
     name = _default_name(cfg)
     key = _input_fingerprint(cfg, _input_files(cfg))
@@ -315,15 +317,6 @@ def prepare(cfg: DataConfig, log=print) -> SeqDataset:
         log(f"prepared {name}: {s['users']} users, {s['items']} items, {s['interactions']} interactions "
             f"(avg {s['avg_len']}) -> {folder}")
     return ds
-
-
-def write_atomic(path: Path, write) -> None:
-    """`write(tmp)` to a temporary name beside `path`, then rename it into place: a kill never leaves a half-written
-    file, and the name is private to this process (two processes may write the same cache file). The temporary
-    name keeps the suffix, which numpy's savers insist on."""
-    tmp = path.with_suffix(f".{os.getpid()}.tmp{path.suffix}")
-    write(tmp)
-    tmp.replace(path)
 
 
 def save_prepared(ds: SeqDataset, folder: Path) -> None:

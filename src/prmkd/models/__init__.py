@@ -1,32 +1,29 @@
-"""Models behind one contract (see `base.Recommender`) and a plain registry.
+"""Models behind one contract (see `base.Recommender`) and one registry (`prmkd.registry.Registry`).
 
 Each model has its own small `Config` dataclass; `build_model({"name": ..., **options}, dataset)` checks the
-options against it (an unknown option is an error naming it).
+options against it (an unknown option, or a value out of range, is an error naming it).
+To add a student: write the class (the contract of `base.Recommender`, a `Config`, `from_dataset`) and
+`MODELS.register("name", "module:Class")`; tests/test_contract.py then runs the contract on it.
 """
 
 from __future__ import annotations
 
-import importlib
+from ..config import check_values, from_dict, to_dict
+from ..registry import Registry
 
-from ..config import from_dict, to_dict
-from ..errors import ConfigError
-
-# name -> "module:Class"; imported late so `import prmkd` stays light
-REGISTRY: dict[str, str] = {
+# imported late, so `import prmkd` stays light
+MODELS = Registry("model", {
     "sasrec": "prmkd.models.sasrec:SASRec",
     "gru4rec": "prmkd.models.gru4rec:GRU4Rec",
     "bert4rec": "prmkd.models.bert4rec:BERT4Rec",
     "fm": "prmkd.models.fm:FM",
     "deepfm": "prmkd.models.deepfm:DeepFM",
     "lightgcn": "prmkd.models.lightgcn:LightGCN",
-}
+})
 
 
 def model_class(name: str):
-    if name not in REGISTRY:
-        raise ConfigError(f"unknown model '{name}' (known: {', '.join(sorted(REGISTRY))})")
-    module, cls = REGISTRY[name].split(":")
-    return getattr(importlib.import_module(module), cls)
+    return MODELS.get(name)
 
 
 def model_config(spec: dict):
@@ -34,7 +31,9 @@ def model_config(spec: dict):
     spec = dict(spec)
     name = spec.pop("name", "sasrec")
     cls = model_class(name)
-    return cls, from_dict(cls.Config, spec, prefix="model.")
+    cfg = from_dict(cls.Config, spec, prefix="model.")
+    check_values(cfg, "model.")
+    return cls, cfg
 
 
 def build_model(spec: dict, ds):

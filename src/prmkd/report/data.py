@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import PrmkdError
-from ..stats import per_user_values
+from ..experiment.stats import per_user_values
 
 METRICS = ["recall@5", "recall@10", "recall@20", "ndcg@5", "ndcg@10", "ndcg@20"]
 

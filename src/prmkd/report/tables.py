@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..stats import paired_ttest
+from ..experiment.stats import paired_ttest
 from .data import (METRICS, RunFolder, ablation_label, ablation_variants, display_name, field as run_field,
                    mean_std, metric_label, per_user_mean, seeds_of, universality_models)
 

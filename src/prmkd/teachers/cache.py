@@ -23,7 +23,8 @@ import numpy as np
 import torch
 
 from ..data.batches import EvalBatch, TrainBatches, eval_batches
-from ..data.dataset import SeqDataset, write_atomic
+from ..data.dataset import SeqDataset
+from ..io import write_atomic
 from ..env import now
 from ..errors import CacheMismatchError, PrmkdError
 from ..models.base import Recommender
@@ -154,7 +155,7 @@ class CacheModel(Recommender):
 
 
 def evaluate_cache(cache: TeacherCache, ds: SeqDataset, split: str, eval_cfg=None):
-    from ..evaluate import evaluate
+    from ..evaluation import evaluate
 
     return evaluate(CacheModel(cache, split), ds, split, eval_cfg)
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..data.dataset import write_atomic
+from ..io import write_atomic
+from ..log import info
 from ..errors import PrmkdError
 
 PLM_NAME = "all-MiniLM-L6-v2"
@@ -60,6 +60,7 @@ def embed_texts(texts: list[str], batch_size: int = 128, max_tokens: int = 128, 
     out = np.zeros((len(texts), model.config.hidden_size), dtype=np.float32)
     t0 = last = time.time()
     done = 0
+    notice = 5.0  # a progress line whenever this many seconds have passed since the last one
     for lo in range(0, len(texts), batch_size):
         idx = order[lo:lo + batch_size]
         enc = tok([texts[i] or "" for i in idx], padding=True, truncation=True, max_length=max_tokens,
@@ -67,9 +68,9 @@ def embed_texts(texts: list[str], batch_size: int = 128, max_tokens: int = 128, 
         h = model(**enc).last_hidden_state
         out[idx] = mean_pool(h, enc["attention_mask"]).float().cpu().numpy()
         done += len(idx)
-        if progress and len(texts) > 2000 and (time.time() - last > 15 or done == len(texts)):
+        if progress and (time.time() - last > notice or (done == len(texts) and time.time() - t0 > notice)):
             last = time.time()
-            print(f"  embedded {done}/{len(texts)} texts ({done / (time.time() - t0):.0f}/s)", file=sys.stderr)
+            info(f"  embedded {done}/{len(texts)} texts ({done / (time.time() - t0):.0f}/s)")
     return out
 
 
@@ -86,6 +87,5 @@ def item_text_embeddings(ds, cache_dir: str | Path, max_tokens: int = 128, devic
     emb = np.concatenate([np.zeros((1, emb.shape[1]), dtype=np.float32), emb])
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, lambda t: np.save(t, emb))
-    print(f"embedded {ds.n_items} item texts of {ds.name} with {PLM_NAME} in {time.time() - t0:.0f}s -> {path}",
-          file=sys.stderr)
+    info(f"embedded {ds.n_items} item texts of {ds.name} with {PLM_NAME} in {time.time() - t0:.0f}s -> {path}")
     return emb

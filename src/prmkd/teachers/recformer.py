@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -40,6 +39,7 @@ from ..data.dataset import SeqDataset
 from ..errors import CacheMismatchError, ConfigError, PrmkdError
 from ..models.base import Encoded, Recommender
 from ..models.transformer import Block
+from .base import TeacherFamily
 from .recformer_text import ItemTokens, item_states, log_stderr, state_cache_path, tokenize_items
 
 SIMILARITY = "cos"
@@ -204,6 +204,23 @@ def cls_block(blk: Block, c: torch.Tensor, x: torch.Tensor, inv: torch.Tensor, p
     return blk.ln2(h + blk.drop(blk.ff(h)))
 
 
+_BF16_NOTICE: set = set()
+
+
+def use_bf16(device: torch.device) -> bool:
+    """Whether `bf16 = true` really runs in bfloat16 here: only where the device computes it natively (a GPU that
+    supports it; a CPU with AVX512-BF16 or AMX). Elsewhere bfloat16 autocast is emulated and several times slower,
+    so the model runs in float32 and says so once."""
+    from ..env import bf16_native
+
+    ok = bf16_native(device)
+    if not ok and device.type not in _BF16_NOTICE:
+        _BF16_NOTICE.add(device.type)
+        log_stderr(f"recformer: bf16 = true, but this {device.type.upper()} has no native bfloat16 "
+                   f"(AVX512-BF16 / AMX): running in float32 instead")
+    return ok
+
+
 def _round_up(n: int, k: int) -> int:
     return (n + k - 1) // k * k
 
@@ -298,8 +315,8 @@ class RecformerTeacher(Recommender):
                 m.training = t
 
     def _autocast(self):
-        dev = self.cls.device.type
-        return torch.autocast(dev, dtype=torch.bfloat16, enabled=self.cfg.bf16)
+        dev = self.cls.device
+        return torch.autocast(dev.type, dtype=torch.bfloat16, enabled=self.cfg.bf16 and use_bf16(dev))
 
     def item_reps(self, items: torch.Tensor, chunk: int = 512) -> torch.Tensor:
         """(n, d) CLS output of each item read alone (a one-item history)."""
@@ -553,20 +570,21 @@ def contrastive_loss(seq: torch.Tensor, items: torch.Tensor, targets: torch.Tens
 
 
 def _pretrain_fingerprint(cfg: RecformerConfig, sources: list[SeqDataset], seed: int, plm_id: str) -> str:
-    import hashlib
+    from ..io import content_hash
 
-    d = {"cfg": to_dict(cfg), "sources": [s.fingerprint for s in sources], "seed": seed, "plm": plm_id}
-    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+    return content_hash({"cfg": to_dict(cfg), "sources": [s.fingerprint for s in sources], "seed": seed,
+                         "plm": plm_id})
 
 
 def pretrain(cfg: RecformerConfig, sources: list[SeqDataset], train_cfg: TrainConfig, out_dir: str | Path,
-             cache_dir: str | Path | None = ".prmkd/cache", log: Callable[[str], None] = print,
+             cache_dir: str | Path | None = ".prmkd/cache", log: Callable[[str], None] = log_stderr,
              plm=None) -> Path:
     """Pre-train on source domains (contrastive + masked LM) for `pretrain_steps` steps or `pretrain_minutes`;
     returns the checkpoint of the shared weights (all of them: the model has no per-dataset parameter).
     train_cfg gives seed, device, threads, weight decay and gradient clipping; resumes from out_dir."""
     from ..env import resolve_device
-    from ..train import deterministic_on_cpu, save_checkpoint, seed_everything
+    from ..training import (deterministic_on_cpu, resume_training, save_checkpoint, seed_everything,
+                         write_training_checkpoint)
 
     if not sources:
         raise PrmkdError("recformer pre-training needs at least one source dataset")
@@ -589,28 +607,27 @@ def pretrain(cfg: RecformerConfig, sources: list[SeqDataset], train_cfg: TrainCo
     model = RecformerTeacher(cfg, bert, tok, banks[0], plm_id).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.pretrain_lr, weight_decay=train_cfg.weight_decay)
     state = {"step": 0, "seconds": 0.0, "history": []}
-    if ckpt.exists():
-        ck = torch.load(ckpt, map_location=device, weights_only=False)
-        if ck["fingerprint"] == fp:
-            model.load_state_dict(ck["model"])
-            opt.load_state_dict(ck["optimizer"])
-            state = ck["state"]
-            torch.set_rng_state(ck["rng"])
-            log(f"resuming pre-training from step {state['step']}")
+    ck = resume_training(ckpt, model, opt, device, fp, log)
+    if ck is not None:
+        state = ck["state"]
+        log(f"resuming pre-training from step {state['step']}")
     _pretrain_loop(model, opt, banks, sources, cfg, train_cfg, state, device, log,
-                   save=lambda: save_checkpoint(ckpt, {"model": model.state_dict(), "optimizer": opt.state_dict(),
-                                                       "state": state, "rng": torch.get_rng_state(),
-                                                       "fingerprint": fp}))
+                   save=lambda: write_training_checkpoint(ckpt, model, opt, state, device, fp))
+    budget = bool(cfg.pretrain_minutes) and state["step"] < cfg.pretrain_steps
     save_checkpoint(final, {"model": model.state_dict(), "config": to_dict(cfg), "plm": plm_id, "fingerprint": fp,
                             "sources": [s.name for s in sources], "steps": state["step"],
                             "train_seconds": round(state["seconds"], 1), "cache_seconds": round(cache_seconds, 1),
-                            "history": state["history"]})
+                            "history": state["history"], "budget_ended": budget})
     ckpt.unlink(missing_ok=True)
-    log(f"pre-trained {state['step']} steps in {state['seconds']:.0f}s -> {final}")
+    log(f"pre-trained {state['step']} steps in {state['seconds']:.0f}s -> {final}" +
+        (f" (ended by its time budget of {cfg.pretrain_minutes} minutes, not after its {cfg.pretrain_steps} steps)"
+         if budget else ""))
     return final
 
 
 def _pretrain_loop(model, opt, banks, sources, cfg, train_cfg, state, device, log, save) -> None:
+    from ..training import optimizer_step
+
     weights = np.array([s.n_users for s in sources], dtype=np.float64)
     model.train()
     run_loss = run_mlm = 0.0
@@ -624,13 +641,7 @@ def _pretrain_loop(model, opt, banks, sources, cfg, train_cfg, state, device, lo
         seq, mlm = model.encode_histories(hist, mlm=cfg.mlm_weight > 0)
         con = contrastive_loss(seq, model.item_reps(targets), targets, cfg.temperature)
         loss = con + (cfg.mlm_weight * mlm if mlm is not None else 0.0)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if train_cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
-        opt.step()
-        if not math.isfinite(loss.item()):
-            raise FloatingPointError(f"pre-training loss became {loss.item()} at step {state['step']}")
+        optimizer_step(model, opt, loss, train_cfg.grad_clip, f"pre-training step {state['step']}")
         state["step"] += 1
         state["seconds"] += time.perf_counter() - t0
         run_loss += con.item()
@@ -705,3 +716,27 @@ def export(model: RecformerTeacher, ds: SeqDataset, batch_size: int = 256) -> di
             rows[batch.users.numpy()] = model.eval_state(batch.to(device)).cpu().numpy()
         out[split] = rows
     return out
+
+
+# --------------------------------------------------------------------------------------------------
+# the family
+
+
+class Recformer(TeacherFamily):
+    name = FAMILY
+    Config = RecformerConfig
+    similarity = SIMILARITY
+    finetune_only = FINETUNE_ONLY
+    pretrain_only = ("mlm_transform.", "mlm_bias")  # the masked-LM head: fine-tuning's loss never reaches it
+
+    def build(self, cfg: RecformerConfig, ds: SeqDataset, cache_dir):
+        return build(cfg, ds, cache_dir)
+
+    def pretrain(self, cfg, sources, train_cfg, out_dir, cache_dir, log=log_stderr):
+        return pretrain(cfg, sources, train_cfg, out_dir, cache_dir, log)
+
+    def load_pretrained(self, model, path) -> None:
+        load_pretrained(model, path)
+
+    def export(self, model, ds) -> dict:
+        return export(model, ds)

@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.dataset import write_atomic
+from ..io import write_atomic
+from ..log import info
 from ..errors import PrmkdError
 
 KEY_WORDS = {"categories": "category"}  # the key's words as the PLM reads them (default: the field name)
@@ -141,7 +142,7 @@ def state_cache_path(cache_dir: str | Path, ds, tokens: ItemTokens, plm_id: str,
 
 
 def item_states(bert, tokens: ItemTokens, frozen_layers: int, path: Path | None = None,
-                log=print) -> np.ndarray:
+                log=None) -> np.ndarray:
     """(n_items + 1, P, d) float16 states of the kept tokens after the frozen layers, cached at `path`."""
     if path is not None and path.exists():
         return np.load(path, mmap_mode="r")
@@ -165,4 +166,5 @@ def item_states(bert, tokens: ItemTokens, frozen_layers: int, path: Path | None 
 
 
 def log_stderr(msg: str) -> None:
-    print(msg, file=sys.stderr)
+    """The package logger (stderr under the CLI)."""
+    info(msg)

@@ -25,6 +25,8 @@ from ..data.dataset import SeqDataset
 from ..errors import PrmkdError
 from ..models.base import Encoded, Recommender, flatten_positions, init_weights
 from ..models.transformer import Encoder
+from ..log import info
+from .base import TeacherFamily
 
 
 @dataclass
@@ -255,15 +257,7 @@ ADDED_LATER = {"text_whitening": 0.0, "id_dropout": 0.0}
 
 
 # --------------------------------------------------------------------------------------------------
-# building, pre-training and transfer (shared by the UniSRec- and UniM2Rec-style family modules)
-
-
-def build(cfg: TextSeqConfig, ds: SeqDataset, cache_dir) -> TextSeqTeacher:
-    from .plm import item_text_embeddings
-
-    text = item_text_embeddings(ds, cache_dir, cfg.plm_max_tokens) if "text" in cfg.modalities else None
-    feats = domain_features(ds, cfg.modalities, text, cfg.text_whitening)
-    return TextSeqTeacher(cfg, ds.n_items, ds.max_len, feats)
+# the family (shared by the UniSRec- and UniM2Rec-style families)
 
 
 def pretrained_modalities(cfg: TextSeqConfig, sources: list[SeqDataset]) -> list[str]:
@@ -272,55 +266,70 @@ def pretrained_modalities(cfg: TextSeqConfig, sources: list[SeqDataset]) -> list
     return [m for m in cfg.modalities if m == "text" or any(m in s.features for s in sources)]
 
 
-def pretrain_options(cfg: TextSeqConfig, sources: list[SeqDataset]) -> tuple[str, dict]:
-    """(family, options) that decide the pre-training computation. The UniSRec- and UniM2Rec-style families
-    share this code, so with the same options and sources they share one pre-training run."""
-    from ..config import to_dict, without_later_options
+class TextSeqFamily(TeacherFamily):
+    """Building, pre-training and transfer of the ID + text (+ image) sequence teacher."""
 
-    opts = {k: v for k, v in without_later_options(to_dict(cfg), ADDED_LATER).items() if k not in FINETUNE_ONLY}
-    opts["modalities"] = pretrained_modalities(cfg, sources)
-    return "unisrec", opts
+    Config = TextSeqConfig
+    similarity = "cos"
+    finetune_only = FINETUNE_ONLY
+    added_later = ADDED_LATER
 
+    def build(self, cfg: TextSeqConfig, ds: SeqDataset, cache_dir) -> TextSeqTeacher:
+        from .plm import item_text_embeddings
 
-def pretrain(cfg: TextSeqConfig, sources: list[SeqDataset], train_cfg, out_dir, cache_dir, log=print):
-    """Pre-train the domain-shared parts on the source domains (no item IDs; in-batch negatives across
-    domains), early-stopped on the sources' validation split; returns the path of the shared weights."""
-    from dataclasses import replace
-    from pathlib import Path
-
-    from ..config import EvalConfig
-    from ..data.dataset import concat_datasets
-    from ..train import fit
-    from .plm import item_text_embeddings
-
-    out_dir = Path(out_dir)
-    cfg = replace(cfg, modalities=pretrained_modalities(cfg, sources))
-    multi = concat_datasets(sources)
-    feats: dict[str, list] = {m: [] for m in cfg.modalities}
-    for ds in sources:
         text = item_text_embeddings(ds, cache_dir, cfg.plm_max_tokens) if "text" in cfg.modalities else None
-        for m, (x, has) in source_features(ds, cfg.modalities, text, cfg.feature_dims, cfg.text_whitening).items():
-            feats[m].append((x if not feats[m] else x[1:], has if not feats[m] else has[1:]))
-    merged = {m: (np.concatenate([x for x, _ in v]), np.concatenate([h for _, h in v])) for m, v in feats.items()}
-    pcfg = replace(cfg, loss="in_batch", id_embedding=False, freeze_transformer=False)
-    model = TextSeqTeacher(pcfg, multi.n_items, multi.max_len, merged)
-    fit(model, multi, train_cfg, out_dir, eval_cfg=EvalConfig(users=min(multi.n_users, 5000)),
-        fingerprint=f"pretrain-{multi.fingerprint}-{pcfg}-{train_cfg}", log=log)
-    path = out_dir / "shared.pt"
-    torch.save(model.shared_state(), path)
-    return path
+        feats = domain_features(ds, cfg.modalities, text, cfg.text_whitening)
+        return TextSeqTeacher(cfg, ds.n_items, ds.max_len, feats)
 
+    def pretrain_options(self, cfg: TextSeqConfig, sources: list[SeqDataset]) -> tuple[str, dict]:
+        """The UniSRec- and UniM2Rec-style families share this code, so with the same options and sources they
+        share one pre-training run (family name "unisrec" for both)."""
+        opts = {k: v for k, v in self.key(cfg).items() if k not in FINETUNE_ONLY}
+        opts["modalities"] = pretrained_modalities(cfg, sources)
+        return "unisrec", opts
 
-def load_pretrained(model: TextSeqTeacher, path) -> None:
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    # the ID table is per domain; a modality no source had (and the fusion over modalities) starts fresh
-    fresh = ("id_emb.", "fusion_gate.", *(f"{p}.{m}" for m in model.cfg.modalities
-                                           for p in ("adaptors", "missing", "inputs")
-                                           if not any(k.startswith(f"adaptors.{m}.") for k in state)))
-    bad = [k for k in missing if not k.startswith(fresh)] + list(unexpected)
-    if bad:
-        raise PrmkdError(f"{path}: pre-trained weights do not fit this teacher (e.g. '{bad[0]}'); "
-                         f"were they made with other modalities or sizes?")
-    if model.cfg.freeze_transformer:
-        model.freeze_behaviour_model()
+    def pretrain(self, cfg: TextSeqConfig, sources: list[SeqDataset], train_cfg, out_dir, cache_dir, log=info):
+        """Pre-train the domain-shared parts on the source domains (no item IDs; in-batch negatives across
+        domains), early-stopped on the sources' validation split; returns the path of the shared weights."""
+        from dataclasses import replace
+        from pathlib import Path
+
+        from ..config import EvalConfig
+        from ..config import to_dict
+        from ..data.dataset import concat_datasets
+        from ..io import content_hash
+        from ..training import fit, save_checkpoint
+        from .plm import item_text_embeddings
+
+        out_dir = Path(out_dir)
+        cfg = replace(cfg, modalities=pretrained_modalities(cfg, sources))
+        multi = concat_datasets(sources)
+        feats: dict[str, list] = {m: [] for m in cfg.modalities}
+        for ds in sources:
+            text = item_text_embeddings(ds, cache_dir, cfg.plm_max_tokens) if "text" in cfg.modalities else None
+            for m, (x, has) in source_features(ds, cfg.modalities, text, cfg.feature_dims,
+                                               cfg.text_whitening).items():
+                feats[m].append((x if not feats[m] else x[1:], has if not feats[m] else has[1:]))
+        merged = {m: (np.concatenate([x for x, _ in v]), np.concatenate([h for _, h in v])) for m, v in feats.items()}
+        pcfg = replace(cfg, loss="in_batch", id_embedding=False, freeze_transformer=False)
+        model = TextSeqTeacher(pcfg, multi.n_items, multi.max_len, merged)
+        fp = content_hash({"pretrain": multi.fingerprint, "teacher": to_dict(pcfg), "train": to_dict(train_cfg)})
+        fit(model, multi, train_cfg, out_dir, eval_cfg=EvalConfig(users=min(multi.n_users, 5000)),
+            fingerprint=fp, log=log)
+        path = out_dir / "shared.pt"
+        save_checkpoint(path, model.shared_state())
+        return path
+
+    def load_pretrained(self, model: TextSeqTeacher, path) -> None:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        # the ID table is per domain; a modality no source had (and the fusion over modalities) starts fresh
+        fresh = ("id_emb.", "fusion_gate.", *(f"{p}.{m}" for m in model.cfg.modalities
+                                               for p in ("adaptors", "missing", "inputs")
+                                               if not any(k.startswith(f"adaptors.{m}.") for k in state)))
+        bad = [k for k in missing if not k.startswith(fresh)] + list(unexpected)
+        if bad:
+            raise PrmkdError(f"{path}: pre-trained weights do not fit this teacher (e.g. '{bad[0]}'); "
+                             f"were they made with other modalities or sizes?")
+        if model.cfg.freeze_transformer:
+            model.freeze_behaviour_model()

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .textseq import (  # noqa: F401  (interface)
-    ADDED_LATER, FINETUNE_ONLY, TextSeqConfig, build, load_pretrained, pretrain, pretrain_options)
-
-SIMILARITY = "cos"
+from .textseq import TextSeqConfig, TextSeqFamily
 
 
 @dataclass
-class Config(TextSeqConfig):
+class UniM2RecConfig(TextSeqConfig):
     modalities: list[str] = field(default_factory=lambda: ["text", "image"])
+
+
+class UniM2Rec(TextSeqFamily):
+    name = "unim2rec"
+    Config = UniM2RecConfig

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .textseq import (  # noqa: F401  (interface)
-    ADDED_LATER, FINETUNE_ONLY, TextSeqConfig, build, load_pretrained, pretrain, pretrain_options)
-
-SIMILARITY = "cos"
+from .textseq import TextSeqConfig, TextSeqFamily
 
 
 @dataclass
-class Config(TextSeqConfig):
+class UniSRecConfig(TextSeqConfig):
     modalities: list[str] = field(default_factory=lambda: ["text"])
+
+
+class UniSRec(TextSeqFamily):
+    name = "unisrec"
+    Config = UniSRecConfig

@@ -17,7 +17,7 @@ def per_user_values(folder: str | Path, metric: str, split: str = "test") -> np.
         if metric in z.files:
             return np.asarray(z[metric], dtype=np.float64)
         if "ranks" in z.files:
-            from .evaluate import metrics_from_ranks
+            from ..evaluation import metrics_from_ranks
 
             k = int(metric.partition("@")[2])
             return metrics_from_ranks(z["ranks"], ks=(k,), mrr_k=k)[metric]

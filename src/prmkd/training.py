@@ -4,11 +4,14 @@ Adam; validation NDCG@10 after each epoch with early stopping; the best weights 
 every epoch end (and every `checkpoint_every` steps) holding model, optimizer and RNG state, so a run
 killed at any point and restarted continues where it stopped and ends exactly as an uninterrupted run.
 Optionally (`ema` > 0) an exponential moving average of the weights is what is validated, kept and returned.
+
+The step and checkpoint helpers (`optimizer_step`, `write_training_checkpoint`, `resume_training`, `rng_state`)
+are shared with the loops that do not fit this shape (the Recformer-style teacher's step-based pre-training), so
+every loop checks the loss before stepping and restores the same four random number generators.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 import time
@@ -20,16 +23,34 @@ import torch
 
 from .config import EvalConfig, TrainConfig
 from .data.batches import SeqBatch, TrainBatches
-from .data.dataset import SeqDataset, write_atomic
+from .data.dataset import SeqDataset
 from .env import resolve_device
-from .evaluate import evaluate
+from .errors import PrmkdError
+from .evaluation import evaluate
+from .experiment.layout import RunDir
+from .io import write_atomic
 
-LossFn = Callable[[torch.nn.Module, SeqBatch], tuple[torch.Tensor, dict]]
+class Loss:
+    """A training objective: `loss(model, batch)` -> scalar tensor. `state()` / `load_state()` carry what it
+    accumulates across steps (distillation's statistics), checkpointed with the run, so a resumed run counts every
+    session. The plain objective is the model's own loss; any callable (model, batch) -> tensor also works."""
+
+    def __call__(self, model, batch: SeqBatch) -> torch.Tensor:
+        return model.loss(batch)
+
+    def state(self) -> dict:
+        return {}
+
+    def load_state(self, state: dict) -> None:
+        pass
 
 
-def default_loss(model, batch: SeqBatch) -> tuple[torch.Tensor, dict]:
-    loss = model.loss(batch)
-    return loss, {"loss": loss.item()}
+default_loss = Loss()
+LossFn = Callable[[torch.nn.Module, SeqBatch], torch.Tensor]
+
+
+class TrainingDiverged(PrmkdError):
+    """The loss became NaN or infinite; the step was not taken, the last checkpoint is intact."""
 
 
 @dataclass
@@ -42,6 +63,7 @@ class FitResult:
     epoch_seconds: float  # mean training time of one epoch (validation excluded)
     stopped: str
     history: list = field(default_factory=list)
+    budget_ended: bool = False  # a time budget (max_minutes), not the data, ended training
 
 
 def seed_everything(seed: int) -> None:
@@ -57,20 +79,20 @@ def seed_everything(seed: int) -> None:
 def deterministic_on_cpu(device: torch.device) -> None:
     """On a CPU, make torch use its deterministic kernels. By default the backward of advanced indexing
     (`x[idx]` with repeated indices, i.e. index_put with accumulate) sums in thread order, so two runs of the
-    same seed differed in the last bits and, after a few epochs, in their metrics (the distilled DeepFM on
-    ML-100K). The deterministic kernel sorts instead; the ML-100K main job got no slower (wall_time.json).
-    warn_only: an op without a deterministic kernel warns instead of failing. GPUs are left alone (cuBLAS would need
-    CUBLAS_WORKSPACE_CONFIG, and several CUDA kernels are slower in deterministic mode)."""
+    same seed differ in the last bits and, after a few epochs, in their metrics. The deterministic kernel sorts
+    instead. warn_only: an op without a deterministic kernel warns instead of failing. GPUs are left alone (cuBLAS
+    would need CUBLAS_WORKSPACE_CONFIG, and several CUDA kernels are slower in deterministic mode)."""
     if device.type == "cpu" and not torch.are_deterministic_algorithms_enabled():
         torch.use_deterministic_algorithms(True, warn_only=True)
 
 
 def save_checkpoint(path: Path, obj) -> None:
-    """torch.save, atomically: a kill never leaves a half-written checkpoint."""
+    """torch.save, atomically: a kill never leaves a half-written checkpoint, a failed write leaves nothing."""
     write_atomic(Path(path), lambda t: torch.save(obj, t))
 
 
-def _rng_state(device) -> dict:
+def rng_state(device) -> dict:
+    """Every random number generator training draws from: torch (CPU and the device's), numpy, Python."""
     import random
 
     import numpy as np
@@ -81,18 +103,53 @@ def _rng_state(device) -> dict:
     return st
 
 
-def _set_rng_state(st: dict, device) -> None:
+def set_rng_state(st: dict, device) -> None:
     import random
 
     import numpy as np
 
     # RNG states must be CPU byte tensors; a checkpoint loaded with map_location="cuda" has moved them
     torch.set_rng_state(st["torch"].cpu())
-    if "numpy" in st:
-        np.random.set_state(st["numpy"])
-        random.setstate(st["python"])
+    np.random.set_state(st["numpy"])
+    random.setstate(st["python"])
     if "cuda" in st and device.type == "cuda":
         torch.cuda.set_rng_state(st["cuda"].cpu(), device)
+
+
+def write_training_checkpoint(path: Path, model, opt, state: dict, device, fingerprint: str, **extra) -> None:
+    """Model, optimizer, loop state and every RNG, so that a resumed run continues exactly."""
+    save_checkpoint(path, {"model": model.state_dict(), "optimizer": opt.state_dict(), "state": state,
+                           "rng": rng_state(device), "fingerprint": fingerprint, **extra})
+
+
+def resume_training(path: Path, model, opt, device, fingerprint: str, log) -> dict | None:
+    """The checkpoint at `path` restored into model, optimizer and RNGs (its whole dict returned), or None when
+    there is none or it belongs to another configuration (then it is ignored, and said so)."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    ck = torch.load(path, map_location=device, weights_only=False)
+    if ck.get("fingerprint") != fingerprint:
+        log(f"ignoring {path}: it belongs to another configuration")
+        return None
+    model.load_state_dict(ck["model"])
+    opt.load_state_dict(ck["optimizer"])
+    set_rng_state(ck["rng"], device)
+    return ck
+
+
+def optimizer_step(model, opt, loss: torch.Tensor, grad_clip: float, where: str) -> float:
+    """Backward, clip, step; returns the loss value. A NaN or infinite loss raises before anything changes."""
+    value = loss.item()
+    if not math.isfinite(value):
+        raise TrainingDiverged(f"the training loss became {value} at {where}; the step was not taken (lower "
+                               f"train.lr, or set train.grad_clip); the last checkpoint is intact")
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    opt.step()
+    return value
 
 
 def _copy_into(params: list[torch.Tensor], values: list[torch.Tensor]) -> None:
@@ -105,9 +162,12 @@ def _copy_into(params: list[torch.Tensor], values: list[torch.Tensor]) -> None:
 def fit(model: torch.nn.Module, ds: SeqDataset, cfg: TrainConfig, out_dir: Path, *,
         eval_cfg: EvalConfig | None = None, loss_fn: LossFn = default_loss, fingerprint: str = "",
         log: Callable[[str], None] = print, batches: TrainBatches | None = None) -> FitResult:
-    """Train `model` on `ds` (train split), validating on the valid split; resumes from `out_dir`."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """Train `model` on `ds` (train split), validating on the valid split; resumes from `out_dir`.
+
+    A run that does not resume starts clean: a best.pt left by another configuration is removed first, so it can
+    never be taken for this run's best weights."""
+    run = RunDir(out_dir)
+    run.path.mkdir(parents=True, exist_ok=True)
     eval_cfg = eval_cfg or EvalConfig()
     device = resolve_device(cfg.device)
     if cfg.threads:
@@ -117,28 +177,26 @@ def fit(model: torch.nn.Module, ds: SeqDataset, cfg: TrainConfig, out_dir: Path,
     model.to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     batches = batches or TrainBatches(ds, cfg.batch_size, cfg.seed, cfg.bucket)
-    ckpt_path, best_path = out_dir / "checkpoint.pt", out_dir / "best.pt"
     params = [p for p in model.parameters() if p.requires_grad]  # frozen weights need no average
     ema = [p.detach().clone() for p in params] if cfg.ema > 0 else None
+    stateful = loss_fn if isinstance(loss_fn, Loss) else None
 
     state = {"epoch": 0, "step": 0, "best": -math.inf, "best_epoch": -1, "best_valid": {}, "bad": 0,
              "elapsed": 0.0, "time_to_best": 0.0, "history": [], "epoch_train_seconds": []}
-    if ckpt_path.exists():
-        ck = torch.load(ckpt_path, map_location=device, weights_only=False)
-        if ck.get("fingerprint") == fingerprint:
-            model.load_state_dict(ck["model"])
-            opt.load_state_dict(ck["optimizer"])
-            state = ck["state"]
-            if ema is not None:
-                _copy_into(ema, ck["ema"])
-            _set_rng_state(ck["rng"], device)
-            log(f"resuming from {ckpt_path} (epoch {state['epoch']}, step {state['step']})")
-        else:
-            log(f"ignoring {ckpt_path}: it belongs to another configuration")
+    ck = resume_training(run.checkpoint, model, opt, device, fingerprint, log)
+    if ck is not None:
+        state = ck["state"]
+        if ema is not None:
+            _copy_into(ema, ck["ema"])
+        if stateful is not None and ck.get("loss_state"):
+            stateful.load_state(ck["loss_state"])
+        log(f"resuming from {run.checkpoint} (epoch {state['epoch']}, step {state['step']})")
+    else:
+        run.best.unlink(missing_ok=True)
 
     def checkpoint():
-        save_checkpoint(ckpt_path, {"model": model.state_dict(), "optimizer": opt.state_dict(), "state": state,
-                          "rng": _rng_state(device), "fingerprint": fingerprint, "ema": ema})
+        write_training_checkpoint(run.checkpoint, model, opt, state, device, fingerprint, ema=ema,
+                                  loss_state=stateful.state() if stateful is not None else {})
 
     show_bar = cfg.progress and sys.stderr.isatty()
     state.setdefault("stopped", "")  # why training ended; kept, so a resumed run does not train past it
@@ -154,24 +212,18 @@ def fit(model: torch.nn.Module, ds: SeqDataset, cfg: TrainConfig, out_dir: Path,
 
             bar = tqdm(total=len(batches), initial=state["step"], desc=f"epoch {epoch}", leave=False, file=sys.stderr)
         for step, batch in batches.epoch(epoch, state["step"]):
-            loss, logs = loss_fn(model, batch.to(device))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
+            loss = loss_fn(model, batch.to(device))
+            value = optimizer_step(model, opt, loss, cfg.grad_clip, f"epoch {epoch}, step {step}")
             if ema is not None:
                 with torch.no_grad():
                     for e, p in zip(ema, params):
                         e.lerp_(p, 1.0 - cfg.ema)  # e = ema * e + (1 - ema) * p
-            if not math.isfinite(loss.item()):
-                raise FloatingPointError(f"loss became {float(loss)} at epoch {epoch}, step {step}")
-            cur["loss"] += loss.item()
+            cur["loss"] += value
             cur["n"] += 1
             state["step"] = step + 1
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(loss=f"{loss.item():.4f}")
+                bar.set_postfix(loss=f"{value:.4f}")
             if cfg.checkpoint_every and state["step"] % cfg.checkpoint_every == 0 and state["step"] < len(batches):
                 dt = time.perf_counter() - t0
                 state["elapsed"] += dt
@@ -197,7 +249,7 @@ def fit(model: torch.nn.Module, ds: SeqDataset, cfg: TrainConfig, out_dir: Path,
             if score > state["best"]:
                 state.update(best=score, best_epoch=epoch, best_valid=res.metrics, bad=0,
                              time_to_best=state["elapsed"])
-                save_checkpoint(best_path, {"model": model.state_dict(), "epoch": epoch, "valid": res.metrics})
+                save_checkpoint(run.best, {"model": model.state_dict(), "epoch": epoch, "valid": res.metrics})
             else:
                 state["bad"] += 1
             if live is not None:
@@ -209,32 +261,19 @@ def fit(model: torch.nn.Module, ds: SeqDataset, cfg: TrainConfig, out_dir: Path,
         state["cur"] = {"loss": 0.0, "n": 0, "seconds": 0.0}
         if state["bad"] >= cfg.patience and state["epoch"] >= cfg.min_epochs:
             state["stopped"] = f"early stop (no better validation NDCG@10 for {cfg.patience} evaluations)"
-        elif cfg.max_minutes and state["elapsed"] > 60 * cfg.max_minutes:
+        elif cfg.max_minutes and state["elapsed"] > 60 * cfg.max_minutes and state["epoch"] < cfg.epochs:
             state["stopped"] = f"time budget of {cfg.max_minutes} minutes"
+            state["budget_ended"] = True
         checkpoint()  # after the stop decision, which it records
         v = record.get("valid", {}).get("ndcg@10")
         log(f"epoch {epoch:3d}  loss {record['loss']:.4f}  {train_sec:6.1f}s" +
             (f"  valid ndcg@10 {v:.4f}  recall@10 {record['valid']['recall@10']:.4f}" if v is not None else "") +
             ("  *" if state["best_epoch"] == epoch else ""))
     stopped = state["stopped"] or "max epochs"
-    if best_path.exists():
-        model.load_state_dict(torch.load(best_path, map_location=device, weights_only=False)["model"])
+    if not run.best.exists():
+        raise PrmkdError(f"{run.path}: training ended without a validated model (no best.pt)")
+    model.load_state_dict(torch.load(run.best, map_location=device, weights_only=False)["model"])
     eps = state["epoch_train_seconds"]
     return FitResult(state["best_epoch"], state["best_valid"], state["epoch"], state["elapsed"],
-                     state["time_to_best"], sum(eps) / max(len(eps), 1), stopped, state["history"])
-
-
-def write_json(path: Path, obj) -> None:
-    write_atomic(Path(path), lambda t: t.write_text(json.dumps(obj, indent=2, default=_jsonable)))
-
-
-def _jsonable(x):
-    import numpy as np
-
-    if isinstance(x, (np.integer,)):
-        return int(x)
-    if isinstance(x, (np.floating,)):
-        return float(x)
-    if isinstance(x, Path):
-        return str(x)
-    raise TypeError(f"not JSON serialisable: {type(x)}")
+                     state["time_to_best"], sum(eps) / max(len(eps), 1), stopped, state["history"],
+                     budget_ended=bool(state.get("budget_ended")))

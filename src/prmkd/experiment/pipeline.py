@@ -4,7 +4,7 @@ prepare data -> build or reuse teacher caches (pre-training included) -> baselin
 ablations -> universality (FM, DeepFM, LightGCN) -> sweeps -> efficiency -> summary.json -> report.
 
 Every run inside is keyed by a fingerprint of its inputs and configuration (teacher stages by
-`teachers.pipeline`, model runs by `runner.train_run`), so a rerun reuses what is finished and an
+`teachers.build`, model runs by `runner.train_run`), so a rerun reuses what is finished and an
 interrupted run resumes from its last checkpoint. The layout is documented in docs/CONTRACTS.md.
 """
 
@@ -16,13 +16,15 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from .config import DataConfig, DistillConfig, EvalConfig, RunConfig, TrainConfig, from_dict, to_dict
-from .data.dataset import SeqDataset, prepare
-from .env import environment, git_commit, machine, now
-from .errors import ConfigError, PrmkdError
+from ..config import DataConfig, DistillConfig, EvalConfig, RunConfig, TrainConfig, from_dict, to_dict
+from ..data.dataset import SeqDataset, prepare
+from ..env import environment, git_commit, machine, now
+from ..errors import ConfigError, PrmkdError
+from ..io import read_json, write_json
+from ..log import info, setup_logging
+from ..teachers.build import TeacherRunConfig, build_teacher, pretrain_key, teacher_config
+from .layout import PipelineLayout, RunDir
 from .runner import train_run
-from .teachers.pipeline import TeacherRunConfig, build_teacher, pretrain_key, teacher_config
-from .train import write_json
 
 STAGES = ("teachers", "baselines", "distill", "ablations", "universality", "sweeps", "efficiency", "report")
 
@@ -38,6 +40,11 @@ class TeacherSpec:
     pretrain: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=10, patience=2))
     train: TrainConfig = field(default_factory=TrainConfig)
     cache_dtype: str = "float32"
+
+    @property
+    def label(self) -> str:
+        """The teacher's name in the pipeline: `name`, else its family."""
+        return self.name or self.family
 
 
 @dataclass
@@ -72,8 +79,8 @@ class PipelineConfig:
 
 
 def load_pipeline(path: str | Path, overrides: list[str] | None = None) -> PipelineConfig:
-    from .config import load
-    from .models import model_config
+    from ..config import load
+    from ..models import model_config
 
     cfg = load(PipelineConfig, path, overrides)
     if not cfg.name:
@@ -82,8 +89,12 @@ def load_pipeline(path: str | Path, overrides: list[str] | None = None) -> Pipel
         model_config({"name": m, **cfg.models.get(m, {})})
     for m, o in cfg.train_overrides.items():
         from_dict(TrainConfig, {**to_dict(cfg.train), **o}, prefix=f"train_overrides.{m}.")
-    for t in cfg.teachers:
-        teacher_config(TeacherRunConfig(family=t.family, teacher=t.teacher))
+    labels = [t.label for t in cfg.teachers]
+    for k, t in enumerate(cfg.teachers):
+        teacher_config(TeacherRunConfig(family=t.family, teacher=t.teacher), prefix=f"teachers.{t.label}.teacher.")
+        if labels.count(t.label) > 1:
+            raise ConfigError(f"{path}: two teachers are named '{t.label}' (teachers {labels.index(t.label)} and "
+                              f"{k}); give each a distinct name")
     return cfg
 
 
@@ -96,8 +107,9 @@ class Pipeline:
         self.collect_only = collect_only  # train nothing: summarise and report the finished runs
         self.missing: list[str] = []
         self._main_points: set = set()
-        self.log = log or (lambda m: print(m, file=sys.stderr, flush=True))
+        self.log = log or info
         self.out = Path(cfg.out) if cfg.out else Path("runs") / cfg.name
+        self.layout = PipelineLayout(self.out)
         self.command = command
         self.runs: list[dict] = []
         self.caches: dict[str, Path] = {}
@@ -125,51 +137,51 @@ class Pipeline:
                 self.log(f"{rc.out}: not finished, left out (collect only)")
                 self.missing.append(str(rc.out))
             return done
-        return train_run(rc, self.ds, log=self.log)
+        return train_run(rc, self.ds, log=self.log, replace=True)
 
-    def record(self, res: dict | None, out: Path, group: str, ablation: str | None = None,
+    def record(self, res: dict | None, out: Path | RunDir, group: str, ablation: str | None = None,
                sweep: dict | None = None):
         if res is None:
             return
         keep = ("name", "role", "dataset", "seed", "config", "metrics", "timing", "parameters")
         self.runs.append({**{k: res.get(k) for k in keep}, "group": group, "ablation": ablation, "sweep": sweep,
-                          "run_dir": str(out)})
+                          "run_dir": str(out), "budget_ended": bool(res.get("budget_ended"))})
 
     def kd(self, teachers: list[str] | None = None, **changes) -> DistillConfig:
         names = teachers or list(self.caches)
         return replace(self.cfg.distill, teachers=[str(self.caches[n]) for n in names], **changes)
 
     def teacher_run_config(self, spec: TeacherSpec) -> TeacherRunConfig:
-        name = spec.name or spec.family
-        return TeacherRunConfig(family=spec.family, name=name, teacher=spec.teacher, data=self.cfg.data,
+        return TeacherRunConfig(family=spec.family, name=spec.label, teacher=spec.teacher, data=self.cfg.data,
                                 sources=spec.sources, pretrain=spec.pretrain, train=spec.train,
-                                eval=self.cfg.eval, out=str(self.out / "teachers" / name),
-                                cache_dtype=spec.cache_dtype, pretrain_dir=str(self.out / "pretrain"))
+                                eval=self.cfg.eval, out=str(self.layout.teacher(spec.label).path),
+                                cache_dtype=spec.cache_dtype, pretrain_dir=str(self.layout.pretrain))
 
     # ---- stages
     def stage_teachers(self) -> None:
         if self.jobs > 1 and not self.collect_only:
             build_teachers_parallel(self, self.jobs)
         for spec in self.cfg.teachers:
-            name = spec.name or spec.family
+            name = spec.label
             if self.only_teachers is not None and name not in self.only_teachers:
                 continue
             tcfg = self.teacher_run_config(spec)
+            tdir = self.layout.teacher(name)
             self.log(f"== teacher {name} ({spec.family})")
-            if self.collect_only and not (self.out / "teachers" / name / "cache" / "manifest.json").exists():
+            if self.collect_only and not tdir.manifest.exists():
                 self.log(f"teacher {name}: no cache yet, left out (collect only)")
-                self.missing.append(str(self.out / "teachers" / name))
+                self.missing.append(str(tdir.path))
                 continue
             folder = build_teacher(tcfg, log=self.log)
             self.caches[name] = folder
-            res = json.loads((self.out / "teachers" / name / "finetune" / "results.json").read_text())
+            res = read_json(tdir.finetune.results, "results file")
             res["name"] = f"teacher-{name}"
-            self.record(res, self.out / "teachers" / name / "finetune", "main")
+            self.record(res, tdir.finetune, "main")
 
     def stage_baselines(self) -> None:
         for model in self.cfg.baselines:
             for s in self.cfg.seeds:
-                out = self.out / "baselines" / f"{model}-seed{s}"
+                out = self.layout.baseline(model, s).path
                 self.log(f"== baseline {model} seed {s}")
                 self.record(self.train_run(self.run_cfg(model, s, out)), out, "main")
 
@@ -178,7 +190,7 @@ class Pipeline:
             self.log("no teachers: skipping distillation")
             return
         for s in self.cfg.seeds:
-            out = self.out / "distill" / f"prmkd-{self.cfg.student}-seed{s}"
+            out = self.layout.distilled(self.cfg.student, s).path
             self.log(f"== PRM-KD {self.cfg.student} seed {s}")
             self.record(self.train_run(self.run_cfg(self.cfg.student, s, out, self.kd())), out,
                         "main")
@@ -191,7 +203,7 @@ class Pipeline:
         variants["wo-wa"] = self.kd(fusion="average")
         for s in self.cfg.ablation_seeds or self.cfg.seeds:
             for name, kd in variants.items():
-                out = self.out / "ablations" / f"{name}-seed{s}"
+                out = self.layout.ablation(name, s).path
                 self.log(f"== ablation {name} seed {s}")
                 res = self.train_run(self.run_cfg(self.cfg.student, s, out, kd))
                 self.record(res, out, "ablation", ablation=name)
@@ -201,7 +213,7 @@ class Pipeline:
             for s in self.cfg.universality_seeds or self.cfg.seeds:
                 for kd in ([None, self.kd()] if self.caches else [None]):
                     tag = f"prmkd-{model}" if kd else model
-                    out = self.out / "universality" / f"{tag}-seed{s}"
+                    out = self.layout.universality(model, s, distilled=kd is not None).path
                     self.log(f"== universality {tag} seed {s}")
                     res = self.train_run(self.run_cfg(model, s, out, kd))
                     self.record(res, out, "universality")
@@ -213,7 +225,7 @@ class Pipeline:
         for param in ("temperature", "kd_weight", "epsilon", "hidden_size"):
             for value in getattr(sw, param):
                 for s in sw.seeds:
-                    out = self.out / "sweeps" / f"{param}={value}-seed{s}"
+                    out = self.layout.sweep(param, value, s).path
                     self.log(f"== sweep {param}={value} seed {s}")
                     if param == "hidden_size":
                         rc = self.run_cfg(self.cfg.student, s, out, self.kd(), {"hidden_size": value})
@@ -224,7 +236,7 @@ class Pipeline:
                 self.record_main_point(param)
                 if param == "hidden_size":  # the plain student at each size, for the same plot
                     for s in sw.seeds:
-                        out = self.out / "sweeps" / f"plain-hidden_size={value}-seed{s}"
+                        out = self.layout.sweep("hidden_size", value, s, plain=True).path
                         res = self.train_run(self.run_cfg(self.cfg.student, s, out, None, {"hidden_size": value}))
                         self.record(res, out, "sweep", sweep={"param": "hidden_size", "value": value,
                                                               "plain": True})
@@ -232,7 +244,7 @@ class Pipeline:
     def record_main_point(self, param: str) -> None:
         """The main runs (same seeds) as the sweep's point at the configured value, so each curve passes
         through the setting the main table reports (read from the finished runs; nothing is trained here)."""
-        from .models import model_config
+        from ..models import model_config
 
         if param == "hidden_size":
             _, mcfg = model_config({"name": self.cfg.student, **self.cfg.models.get(self.cfg.student, {})})
@@ -243,14 +255,13 @@ class Pipeline:
             return
         self._main_points.add((param, value))
         for s in self.cfg.sweep.seeds:
-            kinds = [("distill", f"prmkd-{self.cfg.student}-seed{s}", False)]
+            kinds = [(self.layout.distilled(self.cfg.student, s), False)]
             if param == "hidden_size":
-                kinds.append(("baselines", f"{self.cfg.student}-seed{s}", True))
-            for folder, run, plain in kinds:
-                path = self.out / folder / run / "results.json"
-                if path.exists():
+                kinds.append((self.layout.baseline(self.cfg.student, s), True))
+            for run, plain in kinds:
+                if run.results.exists():
                     sweep = {"param": param, "value": value, "main": True, **({"plain": True} if plain else {})}
-                    self.record(json.loads(path.read_text()), path.parent, "sweep", sweep=sweep)
+                    self.record(read_json(run.results), run, "sweep", sweep=sweep)
 
     def stage_efficiency(self) -> None:
         if not self.cfg.efficiency:
@@ -258,28 +269,23 @@ class Pipeline:
         from .efficiency import measure_pipeline
 
         self.log("== efficiency (side by side)")
-        measure_pipeline(self, self.out / "efficiency.json")
+        measure_pipeline(self, self.layout.efficiency)
 
     def stage_report(self) -> None:
-        try:
-            from .report import build_report
-        except ImportError:
-            self.log("report module not available: skipping the report")
-            return
+        from ..report import build_report
+
         paths = build_report(self.out)
         self.log(f"report: {paths}")
 
     # ---- driver
     def write_summary(self) -> Path:
-        from .evaluate import EvalResult  # noqa: F401  (settings come from the runs)
-
         comparisons = self.significance()
         summary = {"command": self.command, "commit": git_commit(), "date": now(), "machine": machine(),
                    "dataset": self.ds.summary(), "eval": to_dict(self.cfg.eval), "seeds": self.cfg.seeds,
                    "config": to_dict(self.cfg), "environment": environment(), "runs": self.runs,
                    "not_finished": self.missing,
                    "comparisons": comparisons}
-        path = self.out / "summary.json"
+        path = self.layout.summary
         write_json(path, summary)
         return path
 
@@ -303,9 +309,9 @@ class Pipeline:
     def run(self, stages=STAGES) -> Path:
         t0 = time.time()
         self.out.mkdir(parents=True, exist_ok=True)
-        write_json(self.out / "config.json", to_dict(self.cfg))
+        write_json(self.layout.config, to_dict(self.cfg))
         self.ds = prepare(self.cfg.data, log=self.log)
-        write_json(self.out / "data.json", self.ds.summary())
+        write_json(self.layout.data, self.ds.summary())
         # teachers are needed by every later stage: always built (or reused)
         self.stage_teachers()
         for st in STAGES[1:-1]:
@@ -324,7 +330,7 @@ def teacher_groups(pipe: Pipeline) -> list[list[TeacherSpec]]:
     process. Prepares the source datasets, so that no two processes write one dataset's cache."""
     groups: dict[tuple, list[TeacherSpec]] = {}
     for spec in pipe.cfg.teachers:
-        name = spec.name or spec.family
+        name = spec.label
         if pipe.only_teachers is not None and name not in pipe.only_teachers:
             continue
         if spec.sources:
@@ -344,13 +350,10 @@ def _build_group(tcfgs: list[TeacherRunConfig], threads: int, queue) -> None:
     name = ""
     try:
         for tcfg in tcfgs:
-            name = tcfg.name or tcfg.family
-
-            def log(msg, _n=name):
-                print(f"[{_n}] {msg}", file=sys.stderr, flush=True)
-
-            log(f"== teacher {name} ({tcfg.family}), {threads} thread(s)")
-            build_teacher(tcfg, log=log)
+            name = tcfg.label
+            setup_logging(prefix=f"[{name}] ")
+            info(f"== teacher {name} ({tcfg.family}), {threads} thread(s)")
+            build_teacher(tcfg, log=info)
         queue.put(None)
     except PrmkdError as e:  # a clear error: the parent reports it, naming the teacher
         queue.put(f"teacher {name}: {e}")
@@ -376,7 +379,7 @@ def build_teachers_parallel(pipe: Pipeline, jobs: int) -> None:
     width = min(jobs, len(groups))
     threads = max(1, (os.cpu_count() or 1) // width)
     pipe.log(f"building teachers in up to {width} processes, {threads} torch thread(s) each: "
-             + "; ".join(", ".join(s.name or s.family for s in g) for g in groups))
+             + "; ".join(", ".join(s.label for s in g) for g in groups))
     pending, running, errors = list(groups), {}, []
     while pending or running:
         while pending and len(running) < width:  # a freed slot takes the next group
@@ -393,7 +396,7 @@ def build_teachers_parallel(pipe: Pipeline, jobs: int) -> None:
             except queue_mod.Empty:
                 msg = None
             if p.exitcode != 0:
-                names = ", ".join(s.name or s.family for s in g)
+                names = ", ".join(s.label for s in g)
                 errors.append(msg or f"the process building {names} exited with code {p.exitcode}")
     if errors:
         raise PrmkdError("parallel teacher build failed: " + "; ".join(errors) +

@@ -10,17 +10,17 @@
 
 from __future__ import annotations
 
-import json
 import statistics
 import time
 from pathlib import Path
 
 import torch
 
-from .data.batches import TrainBatches, eval_batches
-from .data.dataset import SeqDataset
-from .env import machine, now
-from .train import default_loss, write_json
+from ..data.batches import TrainBatches, eval_batches
+from ..data.dataset import SeqDataset
+from ..env import machine, now
+from ..io import read_json, write_json
+from ..training import default_loss
 
 
 def inference_bytes(model: torch.nn.Module) -> int:
@@ -62,12 +62,12 @@ def step_seconds(entries: list[dict], ds: SeqDataset, steps: int = 24, rounds: i
             tb = TrainBatches(ds, e["batch_size"], seed, e.get("bucket", 0))
             it = tb.epoch(0)
             batches = [next(it)[1] for _ in range(min(steps, len(tb)))]
-            loss, _ = loss_fn(model, batches[-1])  # warm-up (allocator, lazily built tables)
+            loss = loss_fn(model, batches[-1])  # warm-up (allocator, lazily built tables)
             loss.backward()
             opt.zero_grad(set_to_none=True)
             t0 = time.perf_counter()
             for b in batches:
-                loss, _ = loss_fn(model, b)
+                loss = loss_fn(model, b)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -97,34 +97,33 @@ def measure(entries: list[dict], ds: SeqDataset, base: str, n_users: int = 512) 
 
 def measure_pipeline(pipe, path: Path) -> dict:
     """Efficiency of a pipeline's teachers, plain student and distilled student, side by side."""
-    from .distill.trainer import make_kd_loss
+    from ..data.dataset import cache_root
+    from ..distillation.trainer import KDLoss
+    from ..teachers.build import TeacherRunConfig, teacher_config
     from .runner import load_run
-    from .teachers.pipeline import family_module, teacher_config, TeacherRunConfig
-    from .data.dataset import cache_root
 
-    ds, cfg = pipe.ds, pipe.cfg
+    ds, cfg, layout = pipe.ds, pipe.cfg, pipe.layout
     student = cfg.student
     entries = []
-    plain_dir = pipe.out / "baselines" / f"{student}-seed{cfg.seeds[0]}"
-    if (plain_dir / "best.pt").exists():
-        model, rc, _ = load_run(plain_dir, ds)
+    plain = layout.baseline(student, cfg.seeds[0])
+    if plain.best.exists():
+        model, rc, _ = load_run(plain.path, ds)
         entries.append({"name": student, "role": "baseline", "model": model, "batch_size": rc.train.batch_size,
                         "bucket": rc.train.bucket})
-    kd_dir = pipe.out / "distill" / f"prmkd-{student}-seed{cfg.seeds[0]}"
-    if (kd_dir / "best.pt").exists():
-        model, rc, _ = load_run(kd_dir, ds)
-        loss_fn, _ = make_kd_loss(rc.distill, ds, model)
-        entries.append({"name": f"prmkd-{student}", "role": "distilled", "model": model, "loss_fn": loss_fn,
-                        "batch_size": rc.train.batch_size, "bucket": rc.train.bucket})
+    kd = layout.distilled(student, cfg.seeds[0])
+    if kd.best.exists():
+        model, rc, _ = load_run(kd.path, ds)
+        entries.append({"name": f"prmkd-{student}", "role": "distilled", "model": model,
+                        "loss_fn": KDLoss(rc.distill, ds), "batch_size": rc.train.batch_size,
+                        "bucket": rc.train.bucket})
     for spec in cfg.teachers:
-        name = spec.name or spec.family
-        fin = pipe.out / "teachers" / name / "finetune"
-        if not (fin / "best.pt").exists():
+        fin = layout.teacher(spec.label).finetune
+        if not fin.best.exists():
             continue
-        mod, tcfg = teacher_config(TeacherRunConfig(family=spec.family, teacher=spec.teacher))
-        model = mod.build(tcfg, ds, cache_root(cfg.data))
-        model.load_state_dict(torch.load(fin / "best.pt", map_location="cpu", weights_only=False)["model"])
-        entries.append({"name": f"teacher-{name}", "role": "teacher", "model": model,
+        fam, tcfg = teacher_config(TeacherRunConfig(family=spec.family, teacher=spec.teacher))
+        model = fam.build(tcfg, ds, cache_root(cfg.data))
+        model.load_state_dict(torch.load(fin.best, map_location="cpu", weights_only=False)["model"])
+        entries.append({"name": f"teacher-{spec.label}", "role": "teacher", "model": model,
                         "batch_size": spec.train.batch_size, "bucket": spec.train.bucket})
     if not any(e["name"] == student for e in entries):
         return {}
@@ -134,4 +133,4 @@ def measure_pipeline(pipe, path: Path) -> dict:
 
 
 def load(path: Path) -> dict:
-    return json.loads(Path(path).read_text())
+    return read_json(path, "efficiency file")

@@ -1,4 +1,4 @@
-"""Building a teacher cache: pre-train on source domains -> fine-tune on the target -> export.
+"""Building a teacher cache: pre-train on source domains -> fine-tune on the target -> export (`build_teacher`).
 
 Each stage writes under `out/` and is keyed by a fingerprint of its inputs and configuration, so a rerun
 reuses finished stages and an interrupted stage resumes from its checkpoint:
@@ -9,33 +9,24 @@ reuses finished stages and an interrupted stage resumes from its checkpoint:
 
 from __future__ import annotations
 
-import hashlib
-import importlib
-import json
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from ..config import DataConfig, EvalConfig, TrainConfig, from_dict, to_dict, train_key, without_later_options
+from ..config import DataConfig, EvalConfig, TrainConfig, to_dict, train_key
 from ..data.dataset import SeqDataset, cache_root, prepare
 from ..env import environment, now
-from ..errors import ConfigError, PrmkdError
-from ..train import seed_everything
-from .cache import TeacherCache, evaluate_cache, export_arrays, write_cache
+from ..errors import PrmkdError
+from ..experiment.layout import TeacherDir
+from ..io import content_hash, read_json, write_json
+from ..training import seed_everything
+from .base import TeacherFamily, teacher_family
+from .cache import TeacherCache, evaluate_cache, write_cache
 
-FAMILIES = {
-    "unisrec": "prmkd.teachers.unisrec",
-    "recformer": "prmkd.teachers.recformer",
-    "unim2rec": "prmkd.teachers.unim2rec",
-}
-
-
-def family_module(name: str):
-    if name not in FAMILIES:
-        raise ConfigError(f"unknown teacher family '{name}' (known: {', '.join(FAMILIES)})")
-    return importlib.import_module(FAMILIES[name])
+logger = logging.getLogger("prmkd")
 
 
 @dataclass
@@ -53,23 +44,25 @@ class TeacherRunConfig:
     pretrain_dir: str = ""  # where pre-training runs go, one folder per key (default: out/pretrain); teachers
     # whose pre-training is the same computation (same key) then share it
 
-
-def teacher_config(cfg: TeacherRunConfig):
-    mod = family_module(cfg.family)
-    return mod, from_dict(mod.Config, cfg.teacher, prefix="teacher.")
-
-
-def _hash(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    @property
+    def label(self) -> str:
+        """The teacher's name: `name`, else its family."""
+        return self.name or self.family
 
 
-def teacher_key(mod, tcfg) -> dict:
+def teacher_config(cfg: TeacherRunConfig, prefix: str = "teacher.") -> tuple[TeacherFamily, object]:
+    """(family, the family's Config from cfg.teacher); an unknown family, option or bad value fails here."""
+    family = teacher_family(cfg.family)
+    return family, family.config(cfg.teacher, prefix)
+
+
+def teacher_key(family: TeacherFamily, tcfg) -> dict:
     """The teacher options that identify a run: options its family added later are left out while off."""
-    return without_later_options(to_dict(tcfg), getattr(mod, "ADDED_LATER", {}))
+    return family.key(tcfg)
 
 
-def out_dir(cfg: TeacherRunConfig, ds: SeqDataset) -> Path:
-    return Path(cfg.out) if cfg.out else Path("runs") / "teachers" / f"{cfg.name or cfg.family}-{ds.name}"
+def teacher_dir(cfg: TeacherRunConfig, ds: SeqDataset) -> TeacherDir:
+    return TeacherDir(Path(cfg.out) if cfg.out else Path("runs") / "teachers" / f"{cfg.label}-{ds.name}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -78,88 +71,90 @@ def out_dir(cfg: TeacherRunConfig, ds: SeqDataset) -> Path:
 def pretrain_key(cfg: TeacherRunConfig, sources: list[SeqDataset]) -> tuple[str, str]:
     """(family, key) of the pre-training computation: what it reads of the teacher options (fine-tuning-only
     options left out), the source datasets and the pre-training loop settings."""
-    mod, tcfg = teacher_config(cfg)
-    if hasattr(mod, "pretrain_options"):  # what the pre-training computation depends on
-        family, shared = mod.pretrain_options(tcfg, sources)
-    else:
-        family = cfg.family
-        shared = {k: v for k, v in teacher_key(mod, tcfg).items() if k not in getattr(mod, "FINETUNE_ONLY", ())}
-    return family, _hash({"family": family, "teacher": shared, "sources": [s.fingerprint for s in sources],
-                          "train": train_key(cfg.pretrain)})
+    fam, tcfg = teacher_config(cfg)
+    family, shared = fam.pretrain_options(tcfg, sources)
+    return family, content_hash({"family": family, "teacher": shared, "sources": [s.fingerprint for s in sources],
+                                 "train": train_key(cfg.pretrain)})
 
 
-def run_pretrain(cfg: TeacherRunConfig, log=print) -> tuple[Path | None, dict]:
+def run_pretrain(cfg: TeacherRunConfig, log=logger.info) -> tuple[Path | None, dict]:
     """Pre-train on `cfg.sources` (skipped when there are none); returns (shared weights, record)."""
     if not cfg.sources:
         return None, {"pretrained": False}
-    mod, tcfg = teacher_config(cfg)
+    fam, tcfg = teacher_config(cfg)
     sources = [prepare(s, log=log) for s in cfg.sources]
     family, key = pretrain_key(cfg, sources)
     target = prepare(cfg.data, log=log)
-    folder = Path(cfg.pretrain_dir) / f"{family}-{key}" if cfg.pretrain_dir else out_dir(cfg, target) / "pretrain"
+    folder = Path(cfg.pretrain_dir) / f"{family}-{key}" if cfg.pretrain_dir else teacher_dir(cfg, target).pretrain
     done = folder / "done.json"
-    if done.exists() and json.loads(done.read_text()).get("key") == key:
-        rec = json.loads(done.read_text())
+    if done.exists() and (rec := read_json(done)).get("key") == key:
         log(f"pre-training already done: {folder}")
         return Path(rec["weights"]), rec
     folder.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     log(f"pre-training {cfg.family} on {', '.join(s.name for s in sources)}")
     seed_everything(cfg.pretrain.seed)
-    path = mod.pretrain(tcfg, sources, cfg.pretrain, folder, cache_root(cfg.data), log)
+    path = fam.pretrain(tcfg, sources, cfg.pretrain, folder, cache_root(cfg.data), log)
     rec = {"key": key, "weights": str(path), "pretrained": True, "sources": [s.summary() for s in sources],
            "train": to_dict(cfg.pretrain), "seconds_this_session": round(time.time() - t0, 2), "finished": now()}
     hist = folder / "checkpoint.pt"
     if hist.exists():
         st = torch.load(hist, map_location="cpu", weights_only=False)["state"]
         rec.update(train_seconds=round(st["elapsed"], 2), epochs=st["epoch"], best_epoch=st["best_epoch"],
-                   source_valid=st["best_valid"])
-    done.write_text(json.dumps(rec, indent=2))
+                   source_valid=st["best_valid"], budget_ended=bool(st.get("budget_ended")))
+    elif path.suffix == ".pt" and path.exists():  # a step-based pre-training records its own budget
+        ck = torch.load(path, map_location="cpu", weights_only=False)
+        if isinstance(ck, dict) and "steps" in ck:
+            rec.update(train_seconds=ck.get("train_seconds"), steps=ck["steps"],
+                       budget_ended=bool(ck.get("budget_ended")))
+    write_json(done, rec)
     return path, rec
 
 
-def run_finetune(cfg: TeacherRunConfig, pretrained: Path | None, pre_rec: dict, log=print, restart=False):
+def run_finetune(cfg: TeacherRunConfig, pretrained: Path | None, pre_rec: dict, log=logger.info, restart=False):
     """Fine-tune on the target (from the pre-trained weights when given); returns (model, ds, results)."""
-    from ..runner import train_and_test
+    from ..experiment.runner import train_and_test
 
-    mod, tcfg = teacher_config(cfg)
+    fam, tcfg = teacher_config(cfg)
     ds = prepare(cfg.data, log=log)
     t0 = time.time()
     seed_everything(cfg.train.seed)  # initial weights depend on the seed alone, not on what ran before
-    model = mod.build(tcfg, ds, cache_root(cfg.data))
+    model = fam.build(tcfg, ds, cache_root(cfg.data))
     inputs_seconds = time.time() - t0
     if pretrained is not None:
-        mod.load_pretrained(model, pretrained)
-    fp = _hash({"family": cfg.family, "teacher": teacher_key(mod, tcfg), "data": ds.fingerprint,
-                "pretrain": pre_rec.get("key"), "train": train_key(cfg.train), "eval": to_dict(cfg.eval)})
+        fam.load_pretrained(model, pretrained)
+    fp = content_hash({"family": cfg.family, "teacher": teacher_key(fam, tcfg), "data": ds.fingerprint,
+                       "pretrain": pre_rec.get("key"), "train": train_key(cfg.train), "eval": to_dict(cfg.eval)})
     record = {"family": cfg.family, "teacher": to_dict(tcfg), "data": to_dict(cfg.data),
               "sources": [to_dict(s) for s in cfg.sources], "pretrain": to_dict(cfg.pretrain),
               "train": to_dict(cfg.train), "eval": to_dict(cfg.eval)}
     extra = {"pretraining": {k: v for k, v in pre_rec.items() if k != "key"},
              "inputs_seconds": round(inputs_seconds, 2), "buffers": sum(b.numel() for b in model.buffers())}
-    res = train_and_test(model, ds, train_cfg=cfg.train, eval_cfg=cfg.eval, out=out_dir(cfg, ds) / "finetune",
-                         name=f"teacher-{cfg.name or cfg.family}", role="teacher", config=record, fp=fp,
-                         extra=extra, log=log, restart=restart)
-    best = out_dir(cfg, ds) / "finetune" / "best.pt"
-    model.load_state_dict(torch.load(best, map_location="cpu", weights_only=False)["model"])
+    run = teacher_dir(cfg, ds).finetune
+    res = train_and_test(model, ds, train_cfg=cfg.train, eval_cfg=cfg.eval, out=run.path,
+                         name=f"teacher-{cfg.label}", role="teacher", config=record, fp=fp,
+                         extra=extra, log=log, restart=restart, replace=True)
+    model.load_state_dict(torch.load(run.best, map_location="cpu", weights_only=False)["model"])
     return model, ds, res
 
 
-def run_export(cfg: TeacherRunConfig, model, ds: SeqDataset, results: dict, log=print) -> Path:
+def run_export(cfg: TeacherRunConfig, model, ds: SeqDataset, results: dict, log=logger.info) -> Path:
     """Write the teacher cache and check that it reproduces the teacher's own metrics."""
-    mod, tcfg = teacher_config(cfg)
-    folder = out_dir(cfg, ds) / "cache"
-    manifest = folder / "manifest.json"
-    if manifest.exists() and json.loads(manifest.read_text()).get("teacher_fingerprint") == results["fingerprint"]:
-        log(f"teacher cache already exported: {folder}")
-        return folder
+    fam, tcfg = teacher_config(cfg)
+    tdir = teacher_dir(cfg, ds)
+    folder = tdir.cache
+    if tdir.manifest.exists():
+        man = read_json(tdir.manifest, "teacher cache manifest")
+        if man.get("teacher_fingerprint") == results["fingerprint"] and man.get("dtype") == cfg.cache_dtype:
+            log(f"teacher cache already exported: {folder}")
+            return folder
     t0 = time.time()
     model.eval()
     with torch.no_grad():
-        arrays = mod.export(model, ds) if hasattr(mod, "export") else export_arrays(model, ds)
+        arrays = fam.export(model, ds)
     export_seconds = time.time() - t0
-    write_cache(folder, name=cfg.name or cfg.family, family=cfg.family, ds=ds, similarity=mod.SIMILARITY,
-                temperature=tcfg.temperature, metrics=results["metrics"], parameters=results["parameters"],
+    write_cache(folder, name=cfg.label, family=cfg.family, ds=ds, similarity=fam.similarity,
+                temperature=fam.temperature(tcfg), metrics=results["metrics"], parameters=results["parameters"],
                 config=results["config"], dtype=cfg.cache_dtype, **arrays,
                 extra={"teacher_fingerprint": results["fingerprint"], "timing": {
                     **results["timing"], "export_seconds": round(export_seconds, 2),
@@ -174,7 +169,7 @@ def run_export(cfg: TeacherRunConfig, model, ds: SeqDataset, results: dict, log=
     return folder
 
 
-def build_teacher(cfg: TeacherRunConfig, log=print, restart: bool = False) -> Path:
+def build_teacher(cfg: TeacherRunConfig, log=logger.info, restart: bool = False) -> Path:
     """All three stages; returns the cache folder."""
     pretrained, rec = run_pretrain(cfg, log)
     model, ds, res = run_finetune(cfg, pretrained, rec, log, restart=restart)

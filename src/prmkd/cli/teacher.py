@@ -1,18 +1,13 @@
-"""`prmkd teacher build|pretrain|finetune|export|import`."""
+"""`prmkd teacher build | pretrain | finetune | export | import`."""
 
 from __future__ import annotations
 
-import json
-import sys
-
-
-def _log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+from .common import emit, log, only_overrides, set_args
 
 
 def _config(args):
     from ..config import load
-    from .pipeline import TeacherRunConfig, teacher_config
+    from ..teachers.build import TeacherRunConfig, teacher_config
 
     extra = ["sources=[]"] if getattr(args, "no_pretrain", False) else []
     cfg = load(TeacherRunConfig, args.config, [*extra, *args.overrides])
@@ -20,64 +15,67 @@ def _config(args):
     return cfg
 
 
-def cmd_build(args) -> None:
-    from .pipeline import build_teacher
+def _manifest(folder):
+    from ..io import read_json
 
-    folder = build_teacher(_config(args), log=_log, restart=args.restart)
-    man = json.loads((folder / "manifest.json").read_text())
-    print(json.dumps({"cache": str(folder), "metrics": man["metrics"], "timing": man.get("timing")}, indent=2))
+    return read_json(folder / "manifest.json", "teacher cache manifest")
+
+
+def cmd_build(args) -> None:
+    from ..teachers.build import build_teacher
+
+    folder = build_teacher(_config(args), log=log, restart=args.restart)
+    man = _manifest(folder)
+    emit({"cache": str(folder), "metrics": man["metrics"], "timing": man.get("timing")})
 
 
 def cmd_pretrain(args) -> None:
     from ..errors import PrmkdError
-    from .pipeline import run_pretrain
+    from ..teachers.build import run_pretrain
 
     cfg = _config(args)
     if not cfg.sources:
         raise PrmkdError("no source domains: add [[sources]] sections to the config to pre-train")
-    path, rec = run_pretrain(cfg, log=_log)
-    print(json.dumps({"weights": str(path), **{k: v for k, v in rec.items() if k != "key"}}, indent=2))
+    path, rec = run_pretrain(cfg, log=log)
+    emit({"weights": str(path), **{k: v for k, v in rec.items() if k != "key"}})
 
 
 def cmd_finetune(args) -> None:
-    from .pipeline import run_finetune, run_pretrain
+    from ..teachers.build import run_finetune, run_pretrain
 
     cfg = _config(args)
-    path, rec = run_pretrain(cfg, log=_log)
-    _, _, res = run_finetune(cfg, path, rec, log=_log, restart=args.restart)
-    print(json.dumps({"metrics": res["metrics"], "timing": res["timing"]}, indent=2))
+    path, rec = run_pretrain(cfg, log=log)
+    _, _, res = run_finetune(cfg, path, rec, log=log, restart=args.restart)
+    emit({"metrics": res["metrics"], "timing": res["timing"]})
 
 
 def cmd_export(args) -> None:
-    from .external import export_portable
-    from .pipeline import build_teacher
+    from ..teachers.build import build_teacher
+    from ..teachers.external import export_portable
 
     if args.cache:
         folder = args.cache
     else:
-        folder = build_teacher(_config(args), log=_log)
+        folder = build_teacher(_config(args), log=log)
     out = {"cache": str(folder)}
     if args.to:
         out["portable"] = [str(p) for p in export_portable(folder, args.to)]
-    print(json.dumps(out, indent=2))
+    emit(out)
 
 
 def cmd_import(args) -> None:
     from ..config import DataConfig, apply_override, from_dict, load_file
     from ..data.dataset import prepare
-    from ..errors import ConfigError
-    from .external import import_teacher
+    from ..teachers.external import import_teacher
 
     raw = {"data": load_file(args.data_config).get("data", {}) if args.data_config else {}}
+    only_overrides(args.overrides, "data", "teacher import")
     for o in args.overrides:
-        if not o.startswith("data."):
-            raise ConfigError(f"teacher import only takes data.* overrides, got '{o}'")
         apply_override(raw, o)
     data = from_dict(DataConfig, raw["data"], prefix="data.")
-    ds = prepare(data, log=_log)
+    ds = prepare(data, log=log)
     folder = import_teacher(args.items, args.instances or args.items, args.manifest, ds, args.out, args.dtype)
-    man = json.loads((folder / "manifest.json").read_text())
-    print(json.dumps({"cache": str(folder), "metrics": man["metrics"]}, indent=2))
+    emit({"cache": str(folder), "metrics": _manifest(folder)["metrics"]})
 
 
 def register(sub) -> None:
@@ -87,7 +85,7 @@ def register(sub) -> None:
     def with_config(q):
         q.add_argument("config", nargs="?", help="teacher TOML/YAML: family, [teacher], [data], [[sources]], "
                                                  "[pretrain], [train], [eval], out")
-        q.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+        set_args(q)
 
     q = tsub.add_parser("build", help="pre-train (if sources), fine-tune and export the cache; resumable")
     with_config(q)
@@ -117,7 +115,7 @@ def register(sub) -> None:
     q.add_argument("--instances", help="(n_train_instances + 2 n_users, d) .npy (omit with one .safetensors)")
     q.add_argument("--manifest", required=True, help="JSON: name, similarity (dot|cos), temperature [, metrics]")
     q.add_argument("--data-config", help="config file whose [data] section is the dataset (or use --set data.*)")
-    q.add_argument("--set", dest="overrides", action="append", default=[], metavar="data.KEY=VALUE")
+    set_args(q)
     q.add_argument("--out", required=True, help="cache folder to write")
     q.add_argument("--dtype", default="float32", choices=["float32", "float16"])
     q.set_defaults(func=cmd_import)

@@ -2,54 +2,46 @@
 
 from __future__ import annotations
 
-import shlex
-import sys
-
-
-def _log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+from .common import command_line, emit, log, set_args
 
 
 def cmd_run(args) -> None:
-    from .errors import ConfigError
-    from .pipeline import STAGES, Pipeline, check_stages, load_pipeline
+    from ..errors import ConfigError
+    from ..experiment.pipeline import STAGES, Pipeline, check_stages, load_pipeline
 
     cfg = load_pipeline(args.config, args.overrides)
     stages = check_stages(args.stages) if args.stages else list(STAGES)
-    command = "prmkd " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     if args.jobs < 1:
         raise ConfigError(f"--jobs {args.jobs}: expected 1 or more processes")
     only = None
     if args.teachers is not None:
-        names = [t.name or t.family for t in cfg.teachers]
+        names = [t.label for t in cfg.teachers]
         only = [] if args.teachers == ["none"] else args.teachers
         bad = [n for n in only if n not in names]
         if bad:
             raise ConfigError(f"--teachers: no teacher named '{bad[0]}' in {args.config} (its teachers: "
                               f"{', '.join(names) or 'none'})")
-    path = Pipeline(cfg, _log, command, only_teachers=only, collect_only=args.collect_only,
+    path = Pipeline(cfg, log, command_line(), only_teachers=only, collect_only=args.collect_only,
                     jobs=args.jobs).run(stages)
-    print(path)
+    emit({"summary": str(path), "report": str(path.parent / "report" / "report.md") if "report" in stages else None})
 
 
 def cmd_sweep(args) -> None:
-    from .errors import ConfigError
-    from .pipeline import Pipeline, load_pipeline
+    from ..errors import ConfigError
+    from ..experiment.pipeline import Pipeline, load_pipeline
 
     if args.param not in ("temperature", "kd_weight", "epsilon", "hidden_size"):
         raise ConfigError(f"unknown sweep parameter '{args.param}' (temperature, kd_weight, epsilon, hidden_size)")
     values = "[" + ", ".join(args.values) + "]"
     cfg = load_pipeline(args.config, [*args.overrides, f"sweep.{args.param}={values}"])
-    command = "prmkd " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    print(Pipeline(cfg, _log, command).run(["sweeps", "report"]))
+    path = Pipeline(cfg, log, command_line()).run(["sweeps", "report"])
+    emit({"summary": str(path), "report": str(path.parent / "report" / "report.md")})
 
 
 def register(sub) -> None:
     p = sub.add_parser("run", help="the whole pipeline from one TOML/YAML file (resumable), ending in a report")
     p.add_argument("config")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one config key (repeatable), e.g. --set distill.kd_weight=3; one teacher of "
-                        "[[teachers]] by name or index: --set teachers.unim2rec.teacher.hidden_size=256")
+    set_args(p, "; one teacher of [[teachers]] by name or index: --set teachers.unim2rec.teacher.hidden_size=256")
     p.add_argument("--stages", nargs="+", help="only these stages (teachers are always built or reused): "
                                                "baselines distill ablations universality sweeps efficiency report")
     p.add_argument("--teachers", nargs="+", metavar="NAME",
@@ -67,5 +59,5 @@ def register(sub) -> None:
     p.add_argument("config")
     p.add_argument("--param", required=True, help="temperature | kd_weight | epsilon | hidden_size")
     p.add_argument("--values", nargs="+", required=True)
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    set_args(p)
     p.set_defaults(func=cmd_sweep)

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
+from .common import emit
 
 
 def cmd_report(args) -> None:
-    from .report import build_report
+    from ..report import build_report
 
     paths = build_report(args.run_dir, args.out)
-    print(json.dumps({"markdown": str(paths["markdown"]), "html": str(paths["html"]),
-                      "figures": [str(p) for p in paths["figures"]]}, indent=2))
+    emit({"markdown": str(paths["markdown"]), "html": str(paths["html"]), "figures": [str(p) for p in paths["figures"]]})
 
 
 def register(sub) -> None:
