@@ -7,7 +7,8 @@ Run from the repository root (prmkd's virtualenv active):
 What it does:
 1. Tuning, on the VALIDATION split only (seed 0): SASRec over hidden size 64/128 x dropout 0.2/0.5 (the paper's
    d=300 joins with --big-grid; --wd-stage adds the best point with the paper's Adam L2 1e-5). GRU4Rec and
-   BERT4Rec run their model files' defaults at Adam lr 1e-3 and 3e-3 (more sizes/dropouts with --big-grid). The configuration with the highest
+   BERT4Rec run their model files' defaults at Adam lr 1e-3 and 3e-3 (more sizes/dropouts with --big-grid).
+   The configuration with the highest
    validation NDCG@10 is chosen. The grid and every validation result go to
    benchmarks/results/baselines_tuning_scientific.json (test metrics of tuning runs are not looked at).
 2. The chosen configuration of each model is trained with seeds 0, 1, 2 (seed 0 is the tuning run itself) and
@@ -251,7 +252,8 @@ def build_outputs(plans: dict[str, ModelPlan], seeds: list[int], args, started: 
         tuning["models"][m] = {"tuned": sum(len(st) for st in plan.tuning_stages) > 1,
                                "patience": PATIENCE[m], "train": TRAIN, "stages": stages,
                                "chosen": tag(plan.chosen), "chosen_config": plan.chosen,
-                               "chosen_valid_ndcg@10": plan.results[(tag(plan.chosen), 0)]["metrics"]["valid"]["ndcg@10"]}
+                               "chosen_valid_ndcg@10":
+                                   plan.results[(tag(plan.chosen), 0)]["metrics"]["valid"]["ndcg@10"]}
         final = [plan.results[(tag(plan.chosen), s)] for s in seeds]
         for r in final:
             runs.append(run_entry(r, args.threads))
@@ -332,14 +334,16 @@ def main(argv=None) -> int:
     out_root = ROOT / "runs" / ("bench-quick" if args.quick else "bench") / DATASET
     log(f"baselines on {DATASET}: models {args.models}, seeds {args.seeds}, {args.jobs} jobs x {args.threads} "
         f"thread(s); run folders under {out_root.relative_to(ROOT)}")
-    plans = schedule(args.models, args.seeds, args.jobs, args.threads, args.quick, args.big_grid, args.wd_stage, out_root)
+    plans = schedule(args.models, args.seeds, args.jobs, args.threads, args.quick, args.big_grid, args.wd_stage,
+                     out_root)
     out, tuning = build_outputs(plans, args.seeds, args, started, hdr)
     write_json(RESULTS / f"baselines_tuning_scientific{suffix}.json", tuning)
     write_json(RESULTS / f"baselines_scientific{suffix}.json", out)
     for m, s in out["summary"].items():
         t = s["test"]
         log(f"{m:9s} {s['config']:32s} test recall@10 {t['recall@10']['mean']:.4f} ± {t['recall@10']['std']:.4f}  "
-            f"ndcg@10 {t['ndcg@10']['mean']:.4f} ± {t['ndcg@10']['std']:.4f}  ({s['epoch_seconds']['mean']:.1f} s/epoch)")
+            f"ndcg@10 {t['ndcg@10']['mean']:.4f} ± {t['ndcg@10']['std']:.4f}  "
+            f"({s['epoch_seconds']['mean']:.1f} s/epoch)")
     return 0
 
 

@@ -6,7 +6,8 @@ Run from the repository root (prmkd's virtualenv active):
 
 It loads a trained SASRec run folder (--run-dir; by default the first finished one of the RecBole side-by-side's
 prmkd run, the baseline benchmark's d=64 / dropout 0.5 SASRec, runs/dev-sasrec64; if none exists, it trains one
-with the baseline settings first), then times `prmkd.evaluation.evaluate(model, ds, "test")` exactly as training and testing call it:
+with the baseline settings first), then times `prmkd.evaluation.evaluate(model, ds, "test")` exactly as training and
+testing call it:
 full ranking over every item, history not masked, pessimistic ties, per-user metrics kept. One warm-up, then
 --repeats timed repetitions; the median is reported, for each torch thread count in --threads.
 If .venv-recbole exists, RecBole 1.2.1's own full-sort test evaluation (Trainer.evaluate) of a SASRec of the
@@ -156,7 +157,8 @@ def main(argv=None) -> int:
     best = min(r["timing"]["median_seconds"] for r in runs if r["name"] == "prmkd-eval")
     hdr["machine"]["load_average_at_end"] = load_average()
     out = {
-        **hdr, "dataset": ds.name, "run_dir": str(run_dir.relative_to(ROOT) if run_dir.is_relative_to(ROOT) else run_dir),
+        **hdr, "dataset": ds.name,
+        "run_dir": str(run_dir.relative_to(ROOT) if run_dir.is_relative_to(ROOT) else run_dir),
         "what": "prmkd.evaluation.evaluate(model, ds, 'test'): full ranking of every test user's target against all "
                 f"{ds.n_items} items (history not masked, pessimistic ties, per-user metrics kept); one warm-up, "
                 f"then {args.repeats} timed repetitions, median reported per torch thread count",

@@ -33,7 +33,8 @@ def teachers() -> None:
     if not d:
         return
     ref = d.get("sasrec_reference") or {}
-    print("| teacher variant | pre-trained on Games | valid NDCG@10 | test NDCG@10 | test Recall@10 | vs SASRec (NDCG@10) "
+    print("| teacher variant | pre-trained on Games | valid NDCG@10 | test NDCG@10 | test Recall@10 "
+          "| vs SASRec (NDCG@10) "
           "| parameters | fine-tune s |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     for v in d["variants"]:

@@ -14,7 +14,8 @@ git-ignored folder under .prmkd/ (RecBole's `benchmark_filename: [train, valid, 
 Both get the same model and training settings: hidden size, 2 layers, 2 heads, inner size 256, dropout (hidden
 and attention), GELU, LayerNorm eps 1e-12, N(0, 0.02) init, max sequence length 50, batch of about 512
 training instances (RecBole: 512 prefix rows; prmkd: 128 sequences, every position an instance, 34,101 / 8,442
-= 4.04 instances per sequence, batched by similar length: `--batch-sequences`, `--bucket`), Adam lr 1e-3, cross-entropy over all items, full
+= 4.04 instances per sequence, batched by similar length: `--batch-sequences`, `--bucket`), Adam lr 1e-3,
+cross-entropy over all items, full
 ranking, validation NDCG@10 for early stopping with the same patience (RecBole stops after stopping_step + 1
 evaluations without gain, so stopping_step = patience - 1), the same torch thread count. For each seed the two
 run one after the other in this one invocation (the order alternates between seeds), so they see the same
@@ -110,7 +111,8 @@ def run_prmkd(args, seed: int, ds) -> dict:
     torch.set_num_threads(args.threads)
     model = {"name": "sasrec", "hidden_size": args.hidden_size, "layers": 2, "heads": 2, "inner_size": 256,
              "dropout": args.dropout, "attn_dropout": args.dropout}
-    train = TrainConfig(epochs=args.epochs, batch_size=args.batch_sequences, bucket=args.bucket, lr=args.lr, weight_decay=args.weight_decay,
+    train = TrainConfig(epochs=args.epochs, batch_size=args.batch_sequences, bucket=args.bucket, lr=args.lr,
+                        weight_decay=args.weight_decay,
                         patience=args.patience, seed=seed, device="cpu", threads=args.threads, progress=False,
                         max_minutes=args.max_minutes)
     out = ROOT / "runs" / "bench" / "recbole_side_by_side" / f"prmkd-sasrec-seed{seed}"
@@ -128,7 +130,8 @@ def run_prmkd(args, seed: int, ds) -> dict:
         "metrics": {"valid": res["metrics"]["valid"], "test": res["metrics"]["test"]},
         "timing": {"time_to_best_seconds": t["time_to_best_seconds"], "best_epoch": t["best_epoch"],
                    "epochs": t["epochs"], "epoch_seconds": t["epoch_seconds"],
-                   "valid_seconds_mean": round(float(np.mean([h["eval_seconds"] for h in hist if "eval_seconds" in h])), 3),
+                   "valid_seconds_mean": round(float(np.mean([h["eval_seconds"] for h in hist
+                                                              if "eval_seconds" in h])), 3),
                    "train_seconds": t["train_seconds"], "test_eval_seconds": t["test_eval_seconds"],
                    "process_seconds": round(wall, 2), "torch_threads": args.threads},
         "stopped": res["stopped"],
@@ -279,7 +282,8 @@ def main(argv=None) -> int:
                                     "eval_step: 1", "topk: [5, 10, 20]", "metrics: [Recall, NDCG, MRR]"],
                     "torch_load": "RecBole 1.2.1 reloads its best checkpoint with torch.load(), which torch >= 2.6 "
                                   "refuses by default (weights_only=True); the driver sets "
-                                  "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 for RecBole's process only (its own checkpoint)."},
+                                  "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 for RecBole's process only (its own "
+                                  "checkpoint)."},
         "settings": {"hidden_size": args.hidden_size, "layers": 2, "heads": 2, "inner_size": 256,
                      "dropout": args.dropout, "attn_dropout": args.dropout,
                      "batch_size": {"recbole_rows": 512, "prmkd_sequences": args.batch_sequences,

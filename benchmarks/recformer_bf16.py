@@ -103,7 +103,8 @@ def main() -> None:
                      "metrics": ({} if k == "float32" else  # float32 is the reference the scores are compared to
                                  {"score_mean_abs_diff_vs_float32": round(float(diff.mean()), 5),
                                   "top10_overlap_vs_float32": round(overlap, 4)}),
-                     "timing": {"train_step_seconds": round(med[k], 4), "score_512_users_seconds": round(score_s[k], 4)}}
+                     "timing": {"train_step_seconds": round(med[k], 4),
+                                "score_512_users_seconds": round(score_s[k], 4)}}
                     for k in models],
            "comparisons": [{"name": f"{what} time: float32 / bfloat16", "a": "recformer-cpu-float32",
                             "b": "recformer-cpu-bfloat16", "metric": metric, "value": round(v, 2), "p_value": None}

@@ -23,7 +23,7 @@ import torch
 from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DATA, RESULTS, ROOT, header, log, write_json  # noqa: E402
+from _common import DATA, RESULTS, header, log, write_json  # noqa: E402
 
 
 class LastItem(torch.nn.Module):

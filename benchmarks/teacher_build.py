@@ -107,7 +107,8 @@ def main() -> None:
         "build_command": " ".join(cmd), "environment": {"PRMKD_CACHE": "a fresh, empty folder"},
         "config": args.config, "jobs": args.jobs, "wall_seconds": round(wall, 1),
         "wall_minutes": round(wall / 60, 1), "target_seconds": TARGET_SECONDS, "under_target": wall < TARGET_SECONDS,
-        "load_average_1min_during_run": {"samples": samples, "mean": round(sum(loads) / len(loads), 2) if loads else None,
+        "load_average_1min_during_run": {"samples": samples,
+                                         "mean": round(sum(loads) / len(loads), 2) if loads else None,
                                          "max": max(loads) if loads else None},
         "log": "the command's output is in <out>/build.log (not committed)",
     })

@@ -222,7 +222,8 @@ PROBES = {
         f"{_RF} --set out=runs/exp5/rf-B --set train.lr=3e-4 --set train.epochs=25 --set train.max_minutes=45"),
     "recformer-live": (
         "recformer", "finetune_loss = live (every item re-encoded with gradients at every step, instead of the table "
-                     "frozen within each epoch), bfloat16, lr 3e-4, up to 30 epochs / 60 min (vs recformer-bf16-lr3e-4)",
+                     "frozen within each epoch), bfloat16, lr 3e-4, up to 30 epochs / 60 min "
+                     "(vs recformer-bf16-lr3e-4)",
         f"{_RF} --set teacher.finetune_loss=live --set train.lr=3e-4 --set out=runs/exp7/rf-live "
         "--set train.max_minutes=60 --set train.epochs=30"),
     "recformer-live-allpositions": (
@@ -399,7 +400,8 @@ def main() -> None:
                "Recformer-style pre-training is bounded by time (pretrain_minutes), so its step count depends on "
                "the machine's load; see its pretrain record for the steps done.",
                "Probes (rows with a `command`) were tried after the variants: each is one run of its command "
-               "(seed 0 unless the command sets train.seed), collected by `python benchmarks/teachers.py --probes`, which runs the command when its "
+               "(seed 0 unless the command sets train.seed), collected by `python benchmarks/teachers.py --probes`, "
+               "which runs the command when its "
                "folder holds no finished run."]}
     if args.probes and old.get("command"):  # the other rows come from the earlier, full invocation
         out["variants_made_by"] = {k: old.get("variants_made_by", {}).get(k, old.get(k))

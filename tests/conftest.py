@@ -10,6 +10,7 @@ import importlib.util
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -105,3 +106,51 @@ def tiny_ds(tiny_table, tmp_path):
     inter, items = tiny_table
     return prepare(DataConfig(path=str(inter), items=str(items), max_len=8, cache_dir=str(tmp_path / "cache")),
                    log=None)
+
+
+# --------------------------------------------------------------------------------------------------
+# in-memory datasets (SeqDataset.from_sequences), shared by the contract tests and others
+
+WORDS = ["pipette", "beaker", "flask", "tube", "glove", "lens", "scale", "probe", "clamp", "stand", "dish", "foil"]
+
+
+def block_sequences(groups: int = 4, per_group: int = 8, users_per_group: int = 6, seq_len: int = 7,
+                    seed: int = 0) -> list[np.ndarray]:
+    """Users in groups, each consuming `seq_len` distinct items of its group's block (a learnable structure)."""
+    rng = np.random.default_rng(seed)
+    return [rng.choice(np.arange(g * per_group, (g + 1) * per_group) + 1, seq_len, replace=False)
+            for g in range(groups) for _ in range(users_per_group)]
+
+
+def text_fields(n_items: int) -> dict[str, list[str]]:
+    """title / brand / categories per item (index 0 = padding), a few blank and every 11th item without any text,
+    as real metadata has."""
+    return {"title": [""] + [f"{WORDS[i % 12]} {WORDS[(i * 5) % 12]} model {i}" if i % 11 else ""
+                             for i in range(1, n_items + 1)],
+            "brand": [""] + [f"brand{i % 3}" if i % 5 and i % 11 else "" for i in range(1, n_items + 1)],
+            "categories": [""] + [f"lab tools {WORDS[i % 4]}" if i % 7 and i % 11 else ""
+                                  for i in range(1, n_items + 1)]}
+
+
+def image_features(n_items: int, dim: int = 16, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Random image vectors for two items in three (row 0 = padding), like a partly covered modality."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n_items + 1, dim)).astype(np.float32)
+    has = np.arange(n_items + 1) % 3 != 0
+    x[~has] = 0.0
+    return x, has
+
+
+def small_dataset(seed: int = 0, max_len: int = 6, images: bool = True):
+    from prmkd.data.dataset import SeqDataset
+
+    seqs = block_sequences(seed=seed)
+    n = 32
+    return SeqDataset.from_sequences(seqs, n, fields=text_fields(n), max_len=max_len, name=f"small{seed}",
+                                     features={"image": image_features(n)} if images else None)
+
+
+@pytest.fixture(scope="session")
+def small_ds():
+    """24 users x 32 items with text fields and partial 16-d image features; histories cut to 6."""
+    return small_dataset()

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from prmkd.config import DistillConfig, EvalConfig, TrainConfig
-from prmkd.data.dataset import SeqDataset, split_fingerprint
+from prmkd.data.batches import TrainBatches
+from prmkd.data.dataset import SeqDataset
 from prmkd.distillation import kd
 from prmkd.distillation.trainer import KDLoss, default_weights
 from prmkd.evaluation import evaluate
@@ -119,13 +120,7 @@ def cyclic_dataset(n_items=12, n_users=96, seed=0) -> SeqDataset:
     for _ in range(n_users):
         start, length = rng.integers(1, n_items + 1), rng.integers(5, 15)
         seqs.append([(start - 1 + t) % n_items + 1 for t in range(length)])
-    lens = [len(s) for s in seqs]
-    ds = SeqDataset("cyclic", [f"i{i}" for i in range(1, n_items + 1)], [f"u{u}" for u in range(n_users)],
-                    np.array([x for s in seqs for x in s], dtype=np.int64),
-                    np.concatenate([[0], np.cumsum(lens)]).astype(np.int64),
-                    {}, [""] * (n_items + 1), {}, max_len=10, meta={})
-    ds.meta["fingerprint"] = split_fingerprint(ds)
-    return ds
+    return SeqDataset.from_sequences(seqs, n_items, max_len=10, name="cyclic")
 
 
 def oracle_cache(ds: SeqDataset, folder, shift: int, name: str):
@@ -219,3 +214,37 @@ def test_a_rebuilt_teacher_cache_makes_a_distilled_run_new(tmp_path):
     assert fingerprint(rc, ds) != first
     plain = RunConfig(model={"name": "sasrec", "hidden_size": 32})
     assert fingerprint(plain, ds) != first
+
+
+def test_stats_count_every_session_of_a_resumed_run_and_keep_same_named_teachers_apart(tmp_path):
+    """A run killed mid-epoch and resumed reports the same consistency statistics as an uninterrupted one; three
+    teachers all named 'oracle' keep three counts."""
+    ds = cyclic_dataset()
+    caches = [str(oracle_cache(ds, tmp_path / f"c{k}", shift=1 + k, name="oracle")) for k in range(3)]
+    cfg = DistillConfig(teachers=caches, epsilon=0.0)
+    train = TrainConfig(epochs=2, batch_size=16, lr=5e-3, patience=5, progress=False, checkpoint_every=1)
+
+    class Crash(KDLoss):
+        calls = 0
+
+        def __call__(self, model, batch):
+            Crash.calls += 1
+            if Crash.calls == 9:
+                raise RuntimeError("killed")
+            return super().__call__(model, batch)
+
+    def fit_with(loss, out):
+        torch.manual_seed(0)
+        model = SASRec(SASRecConfig(hidden_size=16, layers=1), ds.n_items, ds.max_len)
+        fit(model, ds, train, out, loss_fn=loss, fingerprint="fp", log=lambda m: None)
+
+    whole = KDLoss(cfg, ds)
+    fit_with(whole, tmp_path / "whole")
+    with pytest.raises(RuntimeError, match="killed"):
+        fit_with(Crash(cfg, ds), tmp_path / "resumed")
+    resumed = KDLoss(cfg, ds)
+    fit_with(resumed, tmp_path / "resumed")
+    a, b = whole.state()["stats"], resumed.state()["stats"]
+    assert a == b
+    assert a["batches"] == 2 * len(TrainBatches(ds, 16, 0)) and a["rule_fired"] > 0
+    assert list(a["dropped"]) == ["oracle#0", "oracle#1", "oracle#2"] and sum(a["dropped"].values()) == a["rule_fired"]

@@ -49,10 +49,7 @@ class Constant(Recommender):
 
 
 def make_ds(seqs: list[list[int]], n_items: int, max_len: int = 50) -> SeqDataset:
-    lens = np.array([len(s) for s in seqs])
-    return SeqDataset("toy", [str(i) for i in range(1, n_items + 1)], [str(u) for u in range(len(seqs))],
-                      np.concatenate(seqs).astype(np.int64), np.concatenate([[0], np.cumsum(lens)]).astype(np.int64),
-                      {}, [""] * (n_items + 1), {}, max_len, {"fingerprint": "toy"})
+    return SeqDataset.from_sequences(seqs, n_items, max_len=max_len)
 
 
 def random_ds(n_users=37, n_items=53, max_len=4, seed=0) -> SeqDataset:

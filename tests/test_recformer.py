@@ -7,7 +7,7 @@ import torch
 
 from prmkd.config import EvalConfig, TrainConfig
 from prmkd.data.batches import TrainBatches
-from prmkd.data.dataset import SeqDataset, split_fingerprint
+from prmkd.data.dataset import SeqDataset
 from prmkd.errors import CacheMismatchError, PrmkdError
 from prmkd.evaluation import evaluate
 from prmkd.teachers import recformer as R
@@ -46,11 +46,9 @@ def make_ds(n_items=24, n_users=30, seed=0, titles=None, perm=None, text=True, n
     if perm is not None:
         seq = perm[seq]
         fields = {k: [v[int(j)] for j in np.argsort(perm)] for k, v in fields.items()}  # new id perm[i] gets i's text
-    texts = [""] + [" ".join(f"{fields[k][i]}." for k in fields if fields[k][i]) for i in range(1, n_items + 1)]
-    ds = SeqDataset(name, [f"i{i}" for i in range(n_items)], [f"u{u}" for u in range(n_users)], seq.astype(np.int64),
-                    np.concatenate([[0], np.cumsum(lens)]).astype(np.int64), fields, texts, {}, 8, {})
-    ds.meta["fingerprint"] = split_fingerprint(ds)
-    return ds
+    offsets = np.concatenate([[0], np.cumsum(lens)])
+    return SeqDataset.from_sequences([seq[a:b] for a, b in zip(offsets[:-1], offsets[1:])], n_items, fields=fields,
+                                     max_len=8, name=name)
 
 
 def tiny_cfg(**kw) -> R.RecformerConfig:

@@ -9,7 +9,7 @@ import torch
 
 from prmkd.config import EvalConfig
 from prmkd.data.batches import EvalBatch, TrainBatches
-from prmkd.data.dataset import SeqDataset, split_fingerprint
+from prmkd.data.dataset import SeqDataset
 from prmkd.evaluation import evaluate
 from prmkd.models import build_model
 from prmkd.models.fields import item_token_fields, tokenize
@@ -33,12 +33,7 @@ def block_dataset(groups: int = 8, per_group: int = 12, users_per_group: int = 1
     if with_fields:
         fields = {"brand": [""] + [f"Brand {group[i]}" if i % 5 else "" for i in range(1, n_items + 1)],
                   "categories": [""] + [f"Tools, kind{group[i]} & all" if i % 7 else "" for i in range(1, n_items + 1)]}
-    ds = SeqDataset("blocks", [f"i{i}" for i in range(1, n_items + 1)], [f"u{u}" for u in range(len(seqs))],
-                    np.concatenate(seqs).astype(np.int64),
-                    np.arange(0, seq_len * len(seqs) + 1, seq_len, dtype=np.int64), fields,
-                    [""] * (n_items + 1), {}, 50, {})
-    ds.meta["fingerprint"] = split_fingerprint(ds)
-    return ds
+    return SeqDataset.from_sequences(seqs, n_items, fields=fields, name="blocks")
 
 
 @pytest.fixture(scope="module")

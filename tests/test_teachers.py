@@ -109,7 +109,8 @@ def test_pipeline_pretrain_finetune_export_and_reuse(work):
     cache = TeacherCache(folder, ds)
     man = cache.manifest
     assert man["family"] == "unisrec" and man["similarity"] == "cos" and man["dataset_fingerprint"] == ds.fingerprint
-    assert cache.arrays["train"].shape == (ds.n_train_instances, 16)
+    assert cache.dim == 16
+    assert cache.rows("train", torch.arange(ds.n_train_instances)).shape == (ds.n_train_instances, 16)
     # metrics recomputed from the cache alone equal the teacher's own evaluation
     for split in ("valid", "test"):
         again = evaluate_cache(cache, ds, split, EvalConfig()).metrics
@@ -201,10 +202,10 @@ def _portable(work, ds, name, items=None, inst=None, manifest=None):
 
 @pytest.mark.parametrize("case, message", [
     ("rows", "instances must have shape"),
-    ("items_rows", "array 'items' has"),
+    ("items_rows", r"items has \d+ rows, expected \d+ \(n_items \+ 1"),
     ("dtype", "must hold floats"),
     ("nan", "NaN or infinite"),
-    ("dims", "disagree on the representation size"),
+    ("dims", "rows are 4-d, the items in .* are 5-d"),
     ("unknown_key", "unknown manifest key 'tau'"),
     ("missing_key", "missing manifest key 'similarity'"),
     ("similarity", "must be \"dot\" or \"cos\""),
@@ -226,8 +227,10 @@ def test_import_rejects_bad_input_clearly(built, work, case, message):
         "temperature": dict(manifest={**good, "temperature": 0}),
     }[case]
     paths = _portable(work, ds, f"bad-{case}", **kw)
-    with pytest.raises(PrmkdError, match=message):
+    with pytest.raises(PrmkdError, match=message) as err:
         external.import_teacher(*paths, ds, work / f"out-{case}")
+    assert str(err.value).startswith(tuple(str(p) for p in paths))  # names the input file at fault
+    assert not (work / f"out-{case}").exists()  # and leaves no output folder
 
 
 def test_pretraining_key_leaves_out_finetuning_only_options(work):
@@ -296,3 +299,16 @@ def test_every_shipped_teacher_config_loads_and_is_valid(path):
     assert cfg.data.path and all(s.path for s in cfg.sources)
     if isinstance(mod, recformer.Recformer):
         recformer.check_config(tcfg, 6)  # MiniLM's 6 layers
+
+
+def test_embedding_shows_progress_for_any_count_of_texts(caplog):
+    """Progress depends on elapsed time, not on how many texts there are."""
+    import logging
+
+    from prmkd.teachers.plm import embed_texts
+
+    with caplog.at_level(logging.INFO, logger="prmkd"):
+        emb = embed_texts([f"item {i}" for i in range(12)], batch_size=4, progress_every=0.0)
+    assert emb.shape == (12, 384)
+    assert [r.getMessage().strip() for r in caplog.records if "embedded" in r.getMessage()][-1].startswith(
+        "embedded 12/12 texts")

@@ -47,6 +47,7 @@ class DataConfig:
     kcore: int = 0  # iterative k-core on users and items (0 = off); for unsplit inputs only
     max_len: int = 50  # histories keep their most recent `max_len` items
     users: int = 0  # keep only the first N users (a slice for quick runs and tests; 0 = all)
+    drop_short_users: bool = False  # drop users with fewer than 3 interactions (else they are an error)
     features: list[FeatureConfig] = field(default_factory=list)
     cache_dir: str = ""  # prepared datasets are cached here; default $PRMKD_CACHE or ./.prmkd/cache
 
@@ -292,6 +293,8 @@ def without_later_options(d: dict, later: dict) -> dict:
 
 
 TRAIN_ADDED_LATER = {"ema": 0.0}
+# data options added after prepared datasets were cached, with their "off" value (the cache key leaves them out)
+DATA_ADDED_LATER = {"drop_short_users": False}
 # distillation options added after runs were fingerprinted, each with the value that leaves the method as it was
 DISTILL_ADDED_LATER: dict = {}
 

@@ -41,6 +41,8 @@ def write_atomic(path: Path, write: Callable[[Path], Any]) -> None:
         except OSError:
             pass
         if isinstance(e, OSError):
+            if e.filename in (str(tmp), tmp):  # name the file the user knows, not its temporary twin
+                e.filename = str(path)
             raise os_error(path, e) from None
         if isinstance(e, RuntimeError) and "No space left" in str(e):  # torch.save wraps the OS error
             raise PrmkdError(f"{path}: No space left on device") from None

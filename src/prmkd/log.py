@@ -19,7 +19,6 @@ def setup_logging(level: int = logging.INFO, prefix: str = "") -> None:
     handler._prmkd = True
     logger.addHandler(handler)
     logger.setLevel(level)
-    logger.propagate = False
 
 
 def info(msg: str) -> None:

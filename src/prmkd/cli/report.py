@@ -9,7 +9,8 @@ def cmd_report(args) -> None:
     from ..report import build_report
 
     paths = build_report(args.run_dir, args.out)
-    emit({"markdown": str(paths["markdown"]), "html": str(paths["html"]), "figures": [str(p) for p in paths["figures"]]})
+    emit({"markdown": str(paths["markdown"]), "html": str(paths["html"]),
+          "figures": [str(p) for p in paths["figures"]]})
 
 
 def register(sub) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import DataConfig, to_dict
+from ..config import DATA_ADDED_LATER, DataConfig, to_dict, without_later_options
 from ..errors import DataError
 from ..io import write_atomic
 from ..log import info
@@ -38,6 +38,24 @@ class SeqDataset:
     features: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # name -> (X, has)
     max_len: int = 50
     meta: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_sequences(cls, sequences: list, n_items: int | None = None, *, fields: dict | None = None,
+                       features: dict | None = None, max_len: int = 50, name: str = "toy") -> "SeqDataset":
+        """A dataset made in memory from each user's item sequence (internal ids 1..n_items; raw ids "i1".. and
+        "u0"..). `fields`: field -> per-item text (index 0 = the padding item); the item text is assembled from
+        them as `prepare` does. `features`: name -> (X (n_items + 1, d), has (n_items + 1,) bool)."""
+        seqs = [np.asarray(s, dtype=np.int64) for s in sequences]
+        n_items = n_items or int(max(int(s.max()) for s in seqs))
+        fields = dict(fields or {})
+        text = [""] + [_assemble_text({k: v[i] for k, v in fields.items()}, list(fields))
+                       for i in range(1, n_items + 1)]
+        lens = np.array([len(s) for s in seqs], dtype=np.int64)
+        ds = cls(name, [f"i{i}" for i in range(1, n_items + 1)], [f"u{u}" for u in range(len(seqs))],
+                 np.concatenate(seqs), np.concatenate([[0], np.cumsum(lens)]).astype(np.int64), fields, text,
+                 dict(features or {}), max_len, {})
+        ds.meta["fingerprint"] = split_fingerprint(ds)
+        return ds
 
     # ---- sizes
     @property
@@ -91,7 +109,8 @@ class SeqDataset:
         lens = self.train_lengths
         users = np.repeat(np.arange(self.n_users), np.maximum(lens - 1, 0))
         starts = self.seq_offsets[:-1]
-        pos = np.arange(self.n_train_instances) - np.repeat(self.train_instance_offsets[:-1], np.maximum(lens - 1, 0)) + 1
+        counts = np.maximum(lens - 1, 0)
+        pos = np.arange(self.n_train_instances) - np.repeat(self.train_instance_offsets[:-1], counts) + 1
         items = self.seq_items[starts[users] + pos]
         return users, items, np.arange(self.n_train_instances)
 
@@ -149,7 +168,7 @@ def resolve_format(cfg: DataConfig) -> tuple[str, Path]:
     return fmt, path
 
 
-def read_raw(cfg: DataConfig) -> RawData:
+def read_raw(cfg: DataConfig) -> readers.RawData:
     fmt, path = resolve_format(cfg)
     if fmt == "unisrec":
         return readers.read_unisrec(path, cfg.name)
@@ -231,11 +250,18 @@ def build(cfg: DataConfig, name: str | None = None) -> SeqDataset:
     if cfg.users:  # a slice: the first `users` users (file order), and only the items they touch
         seqs = dict(list(seqs.items())[:cfg.users])
     short = [u for u, s in seqs.items() if len(s) < 3]
-    if short:
+    if short and cfg.drop_short_users:
+        seqs = {u: s for u, s in seqs.items() if len(s) >= 3}
+        raw.notes.append(f"{len(short)} users with fewer than 3 interactions dropped (data.drop_short_users)")
+    elif short:
         where, line = raw.user_lines.get(short[0], (raw.sources[0], None))  # the user's first row
+        fix = ("drop them with data.drop_short_users = true" if raw.presplit else
+               "drop them with data.drop_short_users = true, or filter users and items with data.kcore = 3")
         raise DataError(where, f"{len(short)} users have fewer than 3 interactions (e.g. user '{short[0]}' "
-                               f"with {len(seqs[short[0]])}, first seen here); leave-one-out needs 3. Filter them "
-                               f"with data.kcore = 3 (or more)", line)
+                               f"with {len(seqs[short[0]])}, first seen here); leave-one-out needs 3: {fix}", line)
+    if not seqs:
+        what = " after k-core filtering" if cfg.kcore and not raw.presplit else ""
+        raise DataError(raw.sources[0], f"no user with at least 3 interactions is left{what}: nothing to split")
     used = {it for s in seqs.values() for it in s}
     keep_all = raw.presplit and not cfg.users
     item_keys = list(raw.item_order) if keep_all else [k for k in raw.item_order if k in used]
@@ -274,11 +300,13 @@ def split_fingerprint(ds: SeqDataset) -> str:
 
 def _input_fingerprint(cfg: DataConfig, sources: list[Path]) -> str:
     h = hashlib.sha256()
-    opts = to_dict(cfg)
+    opts = without_later_options(to_dict(cfg), DATA_ADDED_LATER)
     opts.pop("cache_dir")
     h.update(json.dumps(opts, sort_keys=True).encode())
     h.update(str(FORMAT_VERSION).encode())
     for p in sources:
+        if p.is_dir():
+            raise DataError(p, "is a folder, expected a file")
         h.update(p.name.encode())
         with open(p, "rb") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):

@@ -14,6 +14,7 @@ import csv
 import gzip
 import html
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,11 +43,56 @@ class RawData:
     user_lines: dict[str, tuple[str, int]] = field(default_factory=dict)  # user -> (file, line) of its first row
 
 
-def open_text(path: Path):
-    """Open a text file, transparently gunzipping `.gz` files."""
-    if str(path).endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8", newline="")
-    return open(path, "rt", encoding="utf-8", newline="")
+class TextLines:
+    """A text file read line by line as UTF-8 (a leading BOM skipped, `.gz` gunzipped): a byte sequence that is not
+    UTF-8 is a DataError naming the file and the line; a missing file, a folder or an unreadable file is one too."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        if self.path.is_dir():
+            raise DataError(self.path, "is a folder, expected a file")
+        try:
+            self._f = gzip.open(self.path, "rb") if str(self.path).endswith(".gz") else open(self.path, "rb")
+        except FileNotFoundError:
+            raise DataError(self.path, "file not found") from None
+        except OSError as e:
+            raise DataError(self.path, e.strerror or str(e)) from None
+        self.line = 0
+
+    def readline(self) -> str:
+        raw = self._read()
+        return self._decode(raw) if raw else ""
+
+    def _read(self) -> bytes:
+        try:
+            return self._f.readline()
+        except (OSError, EOFError) as e:  # e.g. a truncated or corrupt .gz
+            raise DataError(self.path, f"cannot be read ({e})", self.line + 1) from None
+
+    def _decode(self, raw: bytes) -> str:
+        self.line += 1
+        if self.line == 1 and raw.startswith(b"\xef\xbb\xbf"):
+            raw = raw[3:]
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise DataError(self.path, f"not UTF-8 text (byte 0x{raw[e.start]:02x} at column {e.start + 1})",
+                            self.line) from None
+
+    def __iter__(self):
+        while raw := self._read():
+            yield self._decode(raw)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._f.close()
+
+
+def open_text(path: Path) -> TextLines:
+    """Open a text file for reading lines (UTF-8, BOM accepted, `.gz` transparently gunzipped)."""
+    return TextLines(path)
 
 
 def _find(folder: Path, name: str, suffix: str, required: bool = True) -> Path | None:
@@ -80,9 +126,12 @@ def _int(path: Path, lineno: int, text: str, what: str) -> int:
 
 def _number(path: Path, lineno: int, text: str, what: str) -> float:
     try:
-        return float(text)
+        x = float(text)
     except ValueError:
         raise DataError(path, f"{what} must be a number, got '{text}'", lineno) from None
+    if not math.isfinite(x):
+        raise DataError(path, f"{what} must be a finite number, got '{text}'", lineno)
+    return x
 
 
 # --------------------------------------------------------------------------------------------------
@@ -116,7 +165,8 @@ def _read_seq_file(path: Path, n_known_items: int | None, item_table: str) -> li
                 continue
             parts = line.rstrip("\r\n").split("\t")
             if len(parts) <= max(cols.values()):
-                raise DataError(path, f"expected {len(first.split(chr(9)))} tab-separated columns, got {len(parts)}", lineno)
+                raise DataError(path, f"expected {len(first.split(chr(9)))} tab-separated columns, got {len(parts)}",
+                                lineno)
             user = _int(path, lineno, parts[cols["user"]], "user_id")
             hist = [_int(path, lineno, t, "item id in item_id_list") for t in parts[cols["hist"]].split()]
             item = _int(path, lineno, parts[cols["item"]], "item_id")
@@ -193,7 +243,7 @@ def read_unisrec(folder: Path, name: str = "") -> RawData:
                 if len(parts) <= max(cols.values()):
                     raise DataError(text_p, "expected 'item_id<TAB>text'", lineno)
                 key, text = parts[cols["id"]], parts[cols["text"]]
-                lines[key] = lineno
+                _unique(text_p, lines, key, lineno)
                 text_ready[key] = text
                 items[key] = split_unisrec_text(text)
     elif item_p is not None:
@@ -213,7 +263,7 @@ def read_unisrec(folder: Path, name: str = "") -> RawData:
                 if keys is not None and iid not in keys:
                     raise DataError(item_p, f"item_id {iid} is not in the index {index_p.name}", lineno)
                 key = keys[iid] if keys else row["item_id"]
-                lines[key] = lineno
+                _unique(item_p, lines, key, lineno)
                 items[key] = {k: v for k, v in row.items() if k != "item_id"}
     else:
         raise DataError(folder, f"expected an item table '{name}.text' or '{name}.item'")
@@ -385,21 +435,25 @@ def _read_table(path: Path, required: list[str]) -> tuple[list[dict], list[int]]
         raise DataError(path, f"unknown table format '{''.join(path.suffixes)}' (expected .csv, .tsv or .parquet)")
     with open_text(path) as f:
         reader = csv.reader(f, delimiter=delim)
-        header = next(reader, None)
-        if not header:
-            raise DataError(path, "file is empty (expected a header line)", 1)
-        header = [h.strip() for h in header]
-        missing = [c for c in required if c not in header]
-        if missing:
-            raise DataError(path, f"missing column '{missing[0]}' in header (found: {', '.join(header)})", 1)
-        rows, lines = [], []
-        for row in reader:
-            if not any(c.strip() for c in row):
-                continue
-            if len(row) != len(header):
-                raise DataError(path, f"expected {len(header)} columns, got {len(row)}", reader.line_num)
-            rows.append(dict(zip(header, row)))
-            lines.append(reader.line_num)
+        try:
+            header = next(reader, None)
+            if not header:
+                raise DataError(path, "file is empty (expected a header line)", 1)
+            header = [h.strip() for h in header]
+            missing = [c for c in required if c not in header]
+            if missing:
+                raise DataError(path, f"missing column '{missing[0]}' in header (found: {', '.join(header)})", 1)
+            rows, lines = [], []
+            for row in reader:
+                if not any(c.strip() for c in row):
+                    continue
+                if len(row) != len(header):
+                    raise DataError(path, f"expected {len(header)} columns, got {len(row)}", reader.line_num)
+                rows.append(dict(zip(header, row)))
+                lines.append(reader.line_num)
+        except csv.Error as e:  # e.g. a stray carriage return or quote
+            raise DataError(path, f"not a well-formed {'CSV' if delim == ',' else 'TSV'} row ({e})",
+                            reader.line_num + 1) from None
     if not rows:
         raise DataError(path, "file has a header but no rows")
     return rows, lines
@@ -477,7 +531,7 @@ def read_amazon(reviews_path: Path, meta_path: Path) -> RawData:
             if key not in obj:
                 raise DataError(reviews_path, f"missing key '{key}'", lineno)
         t = obj["unixReviewTime"]
-        if isinstance(t, bool) or not isinstance(t, (int, float)):
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t):
             t = _number(Path(reviews_path), lineno, str(t), "unixReviewTime")
         if obj["asin"] not in items:  # items without metadata are dropped, as UniSRec does
             dropped += 1

@@ -10,7 +10,6 @@ interrupted run resumes from its last checkpoint. The layout is documented in do
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from dataclasses import dataclass, field, replace

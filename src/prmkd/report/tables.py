@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-import numpy as np
 
 from ..experiment.stats import paired_ttest
 from .data import (METRICS, RunFolder, ablation_label, ablation_variants, display_name, field as run_field,

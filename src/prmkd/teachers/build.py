@@ -165,7 +165,8 @@ def run_export(cfg: TeacherRunConfig, model, ds: SeqDataset, results: dict, log=
     diff = max(abs(check[k] - results["metrics"]["test"][k]) for k in check)
     log(f"exported {folder} in {export_seconds:.0f}s; metrics recomputed from the cache differ by at most {diff:.2g}")
     if diff > 1e-3:
-        raise PrmkdError(f"{folder}: the cache does not reproduce the teacher's test metrics (max difference {diff:.4f})")
+        raise PrmkdError(f"{folder}: the cache does not reproduce the teacher's test metrics "
+                         f"(max difference {diff:.4f})")
     return folder
 
 

@@ -7,7 +7,7 @@ A cache is a folder:
   train.npy      (n_train_instances, d)  row = training instance id (see SeqDataset.train_instance_offsets)
   valid.npy      (n_users, d)       the validation instance of each user
   test.npy       (n_users, d)       the test instance of each user
-Arrays are plain .npy (memory-mappable; float32 or float16).
+Arrays are plain .npy (memory-mapped when read; float32 or float16).
 
 A teacher's logit for instance u and item e is sim(u, e) / temperature, with sim the dot product or the cosine.
 Distillation then applies its own tau on top (Eq. 1): s = softmax(logit / tau) over the candidates.
@@ -24,13 +24,14 @@ import torch
 
 from ..data.batches import EvalBatch, TrainBatches, eval_batches
 from ..data.dataset import SeqDataset
-from ..io import write_atomic
+from ..io import read_json, write_atomic
 from ..env import now
 from ..errors import CacheMismatchError, PrmkdError
 from ..models.base import Recommender
 
 CACHE_VERSION = 1
 ARRAYS = ("items", "train", "valid", "test")
+SIMILARITIES = ("dot", "cos")
 
 
 def _normalize(x: np.ndarray) -> np.ndarray:
@@ -44,12 +45,24 @@ def write_cache(folder: Path, *, name: str, family: str, items: np.ndarray, trai
                 dtype: str = "float32", extra: dict | None = None) -> Path:
     """Write a cache folder (arrays first, manifest last: a manifest means a complete cache)."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "manifest.json").unlink(missing_ok=True)
     arrays = {"items": items, "train": train, "valid": valid, "test": test}
     check_arrays(arrays, ds, where=str(folder))
+    if similarity not in SIMILARITIES:
+        raise PrmkdError(f"{folder}: unknown similarity {similarity!r} (expected {' or '.join(SIMILARITIES)})")
+    if not temperature > 0:
+        raise PrmkdError(f"{folder}: temperature must be > 0, got {temperature}")
+    f16_max = float(np.finfo(np.float16).max)
+    if dtype == "float16":
+        for k, a in arrays.items():
+            peak = max(float(np.abs(np.asarray(a[lo:lo + 65536], dtype=np.float32)).max(initial=0.0))
+                       for lo in range(0, len(a), 65536))
+            if peak > f16_max:
+                raise PrmkdError(f"{folder}: array '{k}' holds values up to {peak:.4g}, beyond float16's "
+                                 f"{f16_max:.0f}: store this cache as float32")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "manifest.json").unlink(missing_ok=True)
     for k, a in arrays.items():
-        np.save(folder / f"{k}.npy", np.ascontiguousarray(a, dtype=dtype))
+        write_atomic(folder / f"{k}.npy", lambda t, a=a: np.save(t, np.ascontiguousarray(a, dtype=dtype)))
     manifest = {
         "version": CACHE_VERSION, "name": name, "family": family, "similarity": similarity,
         "temperature": float(temperature), "dim": int(items.shape[1]), "dtype": dtype,
@@ -69,7 +82,7 @@ def cache_identity(folder: str | Path) -> dict | None:
     mpath = Path(folder) / "manifest.json"
     if not mpath.exists():
         return None
-    man = json.loads(mpath.read_text())
+    man = read_json(mpath, "teacher cache manifest")
     return {"build": man.get("build_id") or man.get("created"), "teacher_fingerprint": man.get("teacher_fingerprint")}
 
 
@@ -88,23 +101,66 @@ def check_arrays(arrays: dict[str, np.ndarray], ds: SeqDataset, where: str) -> N
         if a.shape[0] != rows[k]:
             raise PrmkdError(f"{where}: array '{k}' has {a.shape[0]} rows, the dataset {ds.name} needs {rows[k]} "
                              f"({'n_items + 1 (row 0 = padding)' if k == 'items' else k + ' instances'})")
-        if not np.isfinite(np.asarray(a, dtype=np.float32)).all():
+        if not _all_finite(a):
             raise PrmkdError(f"{where}: array '{k}' contains NaN or infinite values")
         dims.add(a.shape[1])
     if len(dims) != 1:
         raise PrmkdError(f"{where}: arrays disagree on the representation size: {sorted(dims)}")
 
 
-class TeacherCache:
-    """A loaded cache. Instance and item representations are held as float32 torch tensors (cosine
-    teachers already normalized), so a distillation step is one gather and one small matmul per teacher."""
+def _all_finite(a: np.ndarray, block: int = 1 << 16) -> bool:
+    """Finiteness checked in row blocks, so a memory-mapped array is never read into memory whole."""
+    return all(np.isfinite(np.asarray(a[lo:lo + block], dtype=np.float32)).all() for lo in range(0, len(a), block))
 
-    def __init__(self, folder: Path, ds: SeqDataset | None = None, mmap: bool = False):
+
+MANIFEST_TYPES = {"name": str, "family": str, "similarity": str, "temperature": (int, float), "dataset": str,
+                  "dataset_fingerprint": str, "n_items": int, "dim": int}
+
+
+def check_manifest(m, path: Path) -> dict:
+    """A cache manifest's keys and values (one line naming the file for the first problem)."""
+    if not isinstance(m, dict):
+        raise PrmkdError(f"{path}: expected a JSON object")
+    for k, tp in MANIFEST_TYPES.items():
+        if k not in m:
+            raise PrmkdError(f"{path}: missing manifest key '{k}'")
+        if isinstance(m[k], bool) or not isinstance(m[k], tp):
+            raise PrmkdError(f"{path}: manifest key '{k}' has the wrong type ({type(m[k]).__name__})")
+    if m["similarity"] not in SIMILARITIES:
+        raise PrmkdError(f"{path}: unknown similarity {m['similarity']!r} (expected {' or '.join(SIMILARITIES)})")
+    if not m["temperature"] > 0:
+        raise PrmkdError(f"{path}: temperature must be > 0, got {m['temperature']}")
+    metrics = m.get("metrics", {})
+    if not isinstance(metrics, dict) or not all(
+            isinstance(v, dict) and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v.values())
+            for v in metrics.values()):
+        raise PrmkdError(f"{path}: 'metrics' must map each split to numbers, e.g. {{\"valid\": {{\"ndcg@10\": 0.05}}}}")
+    return m
+
+
+def load_array(path: Path, mmap: bool = True) -> np.ndarray:
+    """A .npy array (memory-mapped by default); a missing, truncated or foreign file is one line naming it."""
+    if not path.exists():
+        raise PrmkdError(f"{path}: missing (a teacher cache needs {', '.join(k + '.npy' for k in ARRAYS)})")
+    try:
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (ValueError, EOFError, OSError) as e:
+        raise PrmkdError(f"{path}: not a readable .npy array (truncated or damaged: {e})") from None
+
+
+class TeacherCache:
+    """A loaded cache. The item matrix is held in memory as a float32 tensor; instance rows stay memory-mapped
+    on disk and are gathered per batch (`rows`), so the resident memory of a distillation does not grow with the
+    number of training instances, and a data-parallel rank reads only the rows of its shard. Rows of cosine
+    teachers are normalized as they are gathered."""
+
+    def __init__(self, folder: Path, ds: SeqDataset | None = None):
         self.folder = Path(folder)
         mpath = self.folder / "manifest.json"
         if not mpath.exists():
-            raise PrmkdError(f"{self.folder}: not a teacher cache (no manifest.json; an interrupted export leaves none)")
-        self.manifest = json.loads(mpath.read_text())
+            raise PrmkdError(f"{self.folder}: not a teacher cache (no manifest.json; an interrupted export leaves "
+                             f"none)")
+        self.manifest = check_manifest(read_json(mpath, "teacher cache manifest"), mpath)
         if ds is not None and self.manifest["dataset_fingerprint"] != ds.fingerprint:
             raise CacheMismatchError(
                 f"{self.folder}: this teacher cache was made for dataset '{self.manifest['dataset']}' "
@@ -113,27 +169,40 @@ class TeacherCache:
         self.name = self.manifest["name"]
         self.similarity = self.manifest["similarity"]
         self.temperature = float(self.manifest["temperature"])
-        arrays = {k: np.load(self.folder / f"{k}.npy", mmap_mode="r" if mmap else None) for k in ARRAYS}
+        self._np = {k: load_array(self.folder / f"{k}.npy") for k in ARRAYS}
         if ds is not None:
-            check_arrays(arrays, ds, str(self.folder))
-        cos = self.similarity == "cos"
-        self.arrays = {k: torch.from_numpy(np.asarray(_normalize(a) if cos else a, dtype=np.float32))
-                       for k, a in arrays.items()}
+            check_arrays(self._np, ds, str(self.folder))
+        self.items = torch.from_numpy(np.array(self._rows(self._np["items"])))  # (n_items + 1, d), in memory
+        self.device = torch.device("cpu")
+
+    def _rows(self, a: np.ndarray) -> np.ndarray:
+        x = np.asarray(a)
+        return np.asarray(_normalize(x) if self.similarity == "cos" else x, dtype=np.float32)
 
     @property
     def metrics(self) -> dict:
         return self.manifest.get("metrics", {})
 
+    @property
+    def dim(self) -> int:
+        return int(self._np["items"].shape[1])
+
     def to(self, device) -> "TeacherCache":
-        self.arrays = {k: v.to(device) for k, v in self.arrays.items()}
+        self.device = torch.device(device)
+        self.items = self.items.to(self.device)
         return self
+
+    def rows(self, split: str, ids: torch.Tensor) -> torch.Tensor:
+        """(N, d) float32 rows of `split` ("train" instance ids, or "valid" / "test" users), on the cache's device."""
+        idx = ids.detach().cpu().numpy()
+        return torch.from_numpy(self._rows(self._np[split][idx])).to(self.device, non_blocking=True)
 
     def logits(self, split: str, instance_ids: torch.Tensor, candidates: torch.Tensor,
                out: torch.Tensor | None = None) -> torch.Tensor:
         """(N, C) teacher logits sim(u, e) / temperature of instances (rows of `split`) vs candidate items
         (written into `out` when given)."""
-        u = self.arrays[split][instance_ids]  # (N, d)
-        e = self.arrays["items"][candidates]  # (C, d)
+        u = self.rows(split, instance_ids)  # (N, d)
+        e = self.items[candidates]  # (C, d)
         if out is None:
             return (u @ e.T) / self.temperature
         return torch.mm(u.to(out.dtype), e.to(out.dtype).T, out=out).mul_(1.0 / self.temperature)
@@ -148,10 +217,10 @@ class CacheModel(Recommender):
         self.n_items = cache.manifest["n_items"]
 
     def eval_state(self, batch: EvalBatch) -> torch.Tensor:
-        return self.cache.arrays[self.split][batch.users]
+        return self.cache.rows(self.split, batch.users)
 
     def score_items(self, state: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
-        return (state @ self.cache.arrays["items"][lo:hi].T) / self.cache.temperature
+        return (state @ self.cache.items[lo:hi].T) / self.cache.temperature
 
 
 def evaluate_cache(cache: TeacherCache, ds: SeqDataset, split: str, eval_cfg=None):

@@ -19,6 +19,7 @@ import numpy as np
 
 from ..data.dataset import SeqDataset
 from ..errors import PrmkdError
+from ..io import read_json, write_json
 from .cache import TeacherCache, evaluate_cache, write_cache
 
 MANIFEST_KEYS = {"name": str, "similarity": str, "temperature": (int, float), "family": str,
@@ -28,12 +29,7 @@ REQUIRED = ("name", "similarity", "temperature")
 
 def read_manifest(path: Path) -> dict:
     path = Path(path)
-    try:
-        m = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise PrmkdError(f"{path}: manifest not found") from None
-    except json.JSONDecodeError as e:
-        raise PrmkdError(f"{path}, line {e.lineno}: not valid JSON ({e.msg})") from None
+    m = read_json(path, "manifest")
     if not isinstance(m, dict):
         raise PrmkdError(f"{path}: expected a JSON object")
     for k in m:
@@ -59,12 +55,15 @@ def read_array(path: Path, key: str) -> np.ndarray:
     if path.suffix == ".npy":
         try:
             return np.load(path, allow_pickle=False)
-        except ValueError as e:
-            raise PrmkdError(f"{path}: not a numeric .npy array ({e})") from None
+        except (ValueError, EOFError, OSError) as e:
+            raise PrmkdError(f"{path}: not a readable numeric .npy array ({e})") from None
     if path.suffix == ".safetensors":
         from safetensors.numpy import load_file
 
-        arrays = load_file(str(path))
+        try:
+            arrays = load_file(str(path))
+        except Exception as e:  # safetensors raises its own error type for a damaged header or body
+            raise PrmkdError(f"{path}: not a readable .safetensors file ({e})") from None
         if key not in arrays:
             raise PrmkdError(f"{path}: no tensor named '{key}' (found: {', '.join(arrays) or 'none'})")
         return arrays[key]
@@ -83,21 +82,49 @@ def import_teacher(items_path: Path, instances_path: Path, manifest_path: Path, 
                    dtype: str = "float32") -> Path:
     """Validate an external teacher's arrays and manifest, and write a teacher cache for `ds`.
     Metrics not given in the manifest are computed from the arrays (full ranking, same evaluator)."""
+    import shutil
+
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise PrmkdError(f"{out}: the output folder already holds files; choose another --out or remove it")
     m = read_manifest(manifest_path)
     items = read_array(items_path, "items")
     inst = read_array(instances_path, "instances")
+    _check_input("items", items, ds.n_items + 1, items_path, " (n_items + 1: row 0 is the padding item)")
     arrays = {"items": items, **split_instances(inst, ds, str(instances_path))}
-    folder = write_cache(out, name=m["name"], family=m.get("family", "external"), ds=ds,
-                         similarity=m["similarity"], temperature=m["temperature"], metrics=m.get("metrics"),
-                         dtype=dtype, extra={"description": m.get("description", ""),
-                                             "imported_from": [str(items_path), str(instances_path)]}, **arrays)
-    if not m.get("metrics"):
-        cache = TeacherCache(folder, ds)
-        metrics = {s: evaluate_cache(cache, ds, s).metrics for s in ("valid", "test")}
-        man = json.loads((folder / "manifest.json").read_text())
-        man["metrics"] = metrics
-        (folder / "manifest.json").write_text(json.dumps(man, indent=2))
+    for k in ("train", "valid", "test"):
+        _check_input(k, arrays[k], len(arrays[k]), instances_path)
+    if arrays["train"].shape[1] != items.shape[1]:
+        raise PrmkdError(f"{instances_path}: rows are {arrays['train'].shape[1]}-d, the items in {items_path} are "
+                         f"{items.shape[1]}-d")
+    try:
+        folder = write_cache(out, name=m["name"], family=m.get("family", "external"), ds=ds,
+                             similarity=m["similarity"], temperature=m["temperature"], metrics=m.get("metrics"),
+                             dtype=dtype, extra={"description": m.get("description", ""),
+                                                 "imported_from": [str(items_path), str(instances_path)]}, **arrays)
+        if not m.get("metrics"):
+            cache = TeacherCache(folder, ds)
+            metrics = {s: evaluate_cache(cache, ds, s).metrics for s in ("valid", "test")}
+            man = read_json(folder / "manifest.json")
+            man["metrics"] = metrics
+            write_json(folder / "manifest.json", man)
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)  # a failed import leaves no output folder
+        raise
     return folder
+
+
+def _check_input(what: str, a: np.ndarray, rows: int, path: Path, hint: str = "") -> None:
+    """An input array's shape, dtype and values, in the words of the file it came from."""
+    if a.ndim != 2:
+        raise PrmkdError(f"{path}: {what} must be 2-D (rows x dim), got shape {tuple(a.shape)}")
+    if not np.issubdtype(a.dtype, np.floating):
+        raise PrmkdError(f"{path}: {what} must hold floats, got dtype {a.dtype}")
+    if a.shape[0] != rows:
+        raise PrmkdError(f"{path}: {what} has {a.shape[0]} rows, expected {rows}{hint}")
+    if not np.isfinite(a).all():
+        bad = int(np.argwhere(~np.isfinite(a))[0][0])
+        raise PrmkdError(f"{path}: {what} row {bad} holds NaN or infinite values")
 
 
 def export_portable(cache_dir: Path, to: Path) -> list[Path]:

@@ -52,15 +52,15 @@ def mean_pool(hidden: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def embed_texts(texts: list[str], batch_size: int = 128, max_tokens: int = 128, device="cpu",
-                progress: bool = True) -> np.ndarray:
-    """(len(texts), 384) float32 mean-pooled MiniLM embeddings; texts sorted by length for fast batches."""
+                progress: bool = True, progress_every: float = 5.0) -> np.ndarray:
+    """(len(texts), 384) float32 mean-pooled MiniLM embeddings; texts sorted by length for fast batches. With
+    `progress`, a line every `progress_every` seconds, however few the texts (a slow machine is slow for any count)."""
     tok, model = load_plm(device)
     model.eval()
     order = np.argsort([len(t) for t in texts], kind="stable")
     out = np.zeros((len(texts), model.config.hidden_size), dtype=np.float32)
     t0 = last = time.time()
     done = 0
-    notice = 5.0  # a progress line whenever this many seconds have passed since the last one
     for lo in range(0, len(texts), batch_size):
         idx = order[lo:lo + batch_size]
         enc = tok([texts[i] or "" for i in idx], padding=True, truncation=True, max_length=max_tokens,
@@ -68,7 +68,8 @@ def embed_texts(texts: list[str], batch_size: int = 128, max_tokens: int = 128, 
         h = model(**enc).last_hidden_state
         out[idx] = mean_pool(h, enc["attention_mask"]).float().cpu().numpy()
         done += len(idx)
-        if progress and (time.time() - last > notice or (done == len(texts) and time.time() - t0 > notice)):
+        if progress and (time.time() - last >= progress_every or
+                         (done == len(texts) and time.time() - t0 >= progress_every)):
             last = time.time()
             info(f"  embedded {done}/{len(texts)} texts ({done / (time.time() - t0):.0f}/s)")
     return out

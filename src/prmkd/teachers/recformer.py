@@ -22,7 +22,6 @@ original.
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -86,7 +85,8 @@ FINETUNE_ONLY = ("positions_per_window", "finetune_loss")
 PRESETS: dict[str, dict] = {
     "cpu": {},
     "full": {"fields": {"title": 30, "brand": 30, "categories": 30}, "key_tokens": True, "context_tokens": 0,
-             "summary_token": False, "attention": "full", "frozen_layers": 0, "max_items": 50, "max_tokens": 1023, "positions_per_window": 0,
+             "summary_token": False, "attention": "full", "frozen_layers": 0, "max_items": 50, "max_tokens": 1023,
+             "positions_per_window": 0,
              "pretrain_steps": 20000, "pretrain_batch_size": 64, "pretrain_lr": 5e-5, "pretrain_minutes": 0.0},
 }
 
@@ -139,8 +139,9 @@ def block_from_bert(layer, heads: int, dropout: float) -> Block:
     with torch.no_grad():
         blk.qkv.weight.copy_(torch.cat([sa.query.weight, sa.key.weight, sa.value.weight]))  # (3d, d)
         blk.qkv.bias.copy_(torch.cat([sa.query.bias, sa.key.bias, sa.value.bias]))
-        for dst, src in ((blk.proj, a.output.dense), (blk.ln1, a.output.LayerNorm), (blk.ff[0], layer.intermediate.dense),
-                         (blk.ff[2], layer.output.dense), (blk.ln2, layer.output.LayerNorm)):
+        for dst, src in ((blk.proj, a.output.dense), (blk.ln1, a.output.LayerNorm),
+                         (blk.ff[0], layer.intermediate.dense), (blk.ff[2], layer.output.dense),
+                         (blk.ln2, layer.output.LayerNorm)):
             dst.load_state_dict(src.state_dict())
     return blk
 
@@ -405,7 +406,6 @@ class RecformerTeacher(Recommender):
         position. With one trained layer the CLS output is exactly that of full attention (the CLS reads the
         layer's inputs, which no other item has touched yet)."""
         uniq, inv = torch.unique(hist, return_inverse=True)  # (U,), (N, H)
-        P = self.bank.mask.shape[1]
         present = self.bank.mask[uniq] & (uniq > 0)[:, None]  # (U, P)
         if self.embed is None:
             x = self.bank.states[uniq].to(self.cls.dtype)  # (U, P, d)
@@ -631,7 +631,8 @@ def _pretrain_loop(model, opt, banks, sources, cfg, train_cfg, state, device, lo
     weights = np.array([s.n_users for s in sources], dtype=np.float64)
     model.train()
     run_loss = run_mlm = 0.0
-    while state["step"] < cfg.pretrain_steps and not (cfg.pretrain_minutes and state["seconds"] > 60 * cfg.pretrain_minutes):
+    budget = 60 * cfg.pretrain_minutes  # seconds; 0 = steps only
+    while state["step"] < cfg.pretrain_steps and not (budget and state["seconds"] > budget):
         t0 = time.perf_counter()
         rng = np.random.default_rng([train_cfg.seed, state["step"]])  # batch = f(seed, step): resumable
         k = int(rng.choice(len(sources), p=weights / weights.sum()))
@@ -657,7 +658,8 @@ def _pretrain_loop(model, opt, banks, sources, cfg, train_cfg, state, device, lo
             save()
 
 
-COMPATIBLE_KEYS = ("fields", "key_tokens", "summary_token", "frozen_layers", "max_items", "attention", "embedding_scale")
+COMPATIBLE_KEYS = ("fields", "key_tokens", "summary_token", "frozen_layers", "max_items", "attention",
+                   "embedding_scale")
 
 
 def load_pretrained(model: RecformerTeacher, path: str | Path) -> None:
@@ -727,7 +729,7 @@ class Recformer(TeacherFamily):
     Config = RecformerConfig
     similarity = SIMILARITY
     finetune_only = FINETUNE_ONLY
-    pretrain_only = ("mlm_transform.", "mlm_bias")  # the masked-LM head: fine-tuning's loss never reaches it
+    pretrain_only = ("mlm_transform.", "mlm_bias", "mask_vec")  # masked LM only: fine-tuning never reaches them
 
     def build(self, cfg: RecformerConfig, ds: SeqDataset, cache_dir):
         return build(cfg, ds, cache_dir)
