@@ -1,0 +1,245 @@
+"""Write the generated blocks of README.md and docs/results.md from the committed results JSON.
+
+    python benchmarks/docs_results.py           # rewrite every block between its markers
+    python benchmarks/docs_results.py --check   # exit 1 (and name the block) if a rewrite would change anything
+
+A block is the text between `<!-- generated: NAME [SOURCE] -->` and `<!-- /generated -->` (SOURCE: the results file
+the block reads, when not its default); everything outside the markers
+is written by hand and never touched. Every number inside a block is read from benchmarks/results/*.json or
+benchmarks/report/*/ (each written by the command it records), so no number in these pages is pasted by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import RESULTS, ROOT  # noqa: E402
+
+PAGES = [ROOT / "README.md", ROOT / "docs" / "results.md"]
+BLOCK = re.compile(r"(<!-- generated: ([a-z0-9_-]+)(?: ([\w./-]+))? -->\n)(.*?)(<!-- /generated -->)", re.S)
+METRICS = ["recall@5", "ndcg@5", "recall@10", "ndcg@10", "recall@20", "ndcg@20"]
+LABEL = {"sasrec": "SASRec", "gru4rec": "GRU4Rec", "bert4rec": "BERT4Rec", "fm": "FM", "deepfm": "DeepFM",
+         "lightgcn": "LightGCN", "recguru": "RecGURU", "teacher-unisrec": "UniSRec-style teacher",
+         "teacher-recformer": "Recformer-style teacher", "teacher-unim2rec": "UniM²Rec-style teacher",
+         "prmkd-sasrec": "**PRM-KD (SASRec)**"}
+
+
+def load(name: str) -> dict | None:
+    p = RESULTS / name if not name.startswith("benchmarks/") else ROOT / name
+    return json.loads(p.read_text()) if p.exists() else None
+
+
+def missing(name: str) -> str:
+    return f"*(not measured yet: `{name}` is not committed)*\n"
+
+
+def ms(d: dict | None, digits: int = 4) -> str:
+    if not d:
+        return "–"
+    return f"{d['mean']:.{digits}f} ± {d['std']:.{digits}f}" if d.get("n", 1) > 1 else f"{d['mean']:.{digits}f}"
+
+
+def pct(x: float | None) -> str:
+    return "–" if x is None else f"{x:+.1%}"
+
+
+def p_value(p: float | None) -> str:
+    if p is None or p != p:
+        return "–"
+    return f"{p:.1e}" if p < 1e-3 else f"{p:.3f}"
+
+
+def machine(d: dict) -> str:
+    m = d.get("machine") or {}
+    gpu = m.get("gpu") or "no GPU"
+    return f"{m.get('cpu', '?')}, {m.get('cores', '?')} cores, {gpu}; {d.get('date', '?')[:10]}"
+
+
+def source(name: str, d: dict) -> str:
+    return f"Source: `benchmarks/results/{name}`, made by `{d.get('command', '?')}` ({machine(d)}).\n"
+
+
+# ---------------------------------------------------------------------------------------------- blocks
+
+
+def headline(name: str = "prmkd_scientific.json") -> str:
+    """The main Scientific table, NDCG@10 and Recall@10 only (README)."""
+    d = load(name)
+    if not d:
+        return missing(name)
+    main, rows = d["main"], []
+    for t, v in d.get("teachers", {}).items():
+        rows.append((LABEL.get(t, t), ms({"mean": v["test"]["ndcg@10"], "n": 1}),
+                     ms({"mean": v["test"]["recall@10"], "n": 1}), "teacher, served at its own cost"))
+    for m in ("gru4rec", "bert4rec", "recguru"):
+        if m in d.get("baselines", {}):
+            b = d["baselines"][m]["test"]
+            rows.append((LABEL[m], ms(b["ndcg@10"]), ms(b["recall@10"]), "baseline"))
+    rows.append((LABEL["sasrec"], ms(main["plain"]["test"]["ndcg@10"]), ms(main["plain"]["test"]["recall@10"]),
+                 "the student, plain"))
+    cmp = {c["metric"]: c for c in d["comparisons"] if c["name"] == "prmkd-sasrec vs sasrec"}
+    rows.append((LABEL["prmkd-sasrec"], ms(main["prmkd"]["test"]["ndcg@10"]),
+                 ms(main["prmkd"]["test"]["recall@10"]),
+                 f"{pct(cmp['ndcg@10']['value'])} NDCG@10 over SASRec (p = {p_value(cmp['ndcg@10']['p_value'])}), "
+                 f"same size and cost as SASRec"))
+    out = ["| model (Scientific, test split) | NDCG@10 | Recall@10 | |", "|---|---:|---:|---|"]
+    out += [f"| {a} | {b} | {c} | {e} |" for a, b, c, e in rows]
+    seeds = len(main["plain"].get("seeds", []))
+    out.append(f"\n{seeds} seeds (mean ± std) for the students; teachers one build. Full ranking over all "
+               f"{d['dataset']['items']:,} items, {d['dataset']['users']:,} test users. " + source(name, d))
+    return "\n".join(out) + "\n"
+
+
+def main_table(name: str = "prmkd_scientific.json") -> str:
+    d = load(name)
+    if not d:
+        return missing(name)
+    head = "| model | " + " | ".join(METRICS) + " |\n|---|" + "---:|" * len(METRICS)
+    lines = [head]
+
+    def row(label, test, single=False):
+        cells = [ms({"mean": test[m], "n": 1}) if single else ms(test[m]) for m in METRICS]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+
+    for t, v in d.get("teachers", {}).items():
+        row(LABEL.get(t, t), v["test"], single=True)
+    for m, v in d.get("baselines", {}).items():
+        if m != d["main"]["student"]:
+            row(LABEL.get(m, m), v["test"])
+    row(LABEL["sasrec"], d["main"]["plain"]["test"])
+    row(LABEL["prmkd-sasrec"], d["main"]["prmkd"]["test"])
+    tests = [c for c in d["comparisons"] if c["name"] == "prmkd-sasrec vs sasrec"]
+    lines.append("")
+    lines += [f"PRM-KD vs SASRec, {c['metric']}: {pct(c['value'])} (paired t-test over {c['n_users']:,} users, "
+              f"p = {p_value(c['p_value'])})." for c in tests]
+    if d.get("distill"):
+        k = d["distill"]
+        lines.append(f"\nDistillation settings: tau {k['temperature']}, lambda {k['kd_weight']}, epsilon "
+                     f"{k['epsilon']}, {k['normalization']} normalization, {k['kl']} KL, student temperature "
+                     f"{k['student_temperature']}, {k['candidates']} candidates, {k['fusion']} fusion.")
+    if (rule := d["main"].get("consistency_rule")):
+        shares = ", ".join(f"{t} {s:.0%}" for t, s in rule.get("dropped_share_of_fired", {}).items())
+        lines.append(f"The consistency rule fired on {rule['rule_fired'] / rule['training_instances_seen']:.1%} of "
+                     f"the training instances; the teacher it dropped: {shares}.")
+    lines.append("\n" + source(name, d))
+    return "\n".join(lines) + "\n"
+
+
+def efficiency(name: str = "prmkd_scientific.json") -> str:
+    d = load(name)
+    if not d or not d.get("efficiency"):
+        return missing(name)
+    lines = ["| model | training time / SASRec | inference memory / SASRec | inference latency / SASRec |",
+             "|---|---:|---:|---:|"]
+    for r in d["efficiency"]["ratios"]:
+        lines.append(f"| {LABEL.get(r['name'], r['name'])} | {r['training_speed']:.2f}x | "
+                     f"{r['inference_memory']:.2f}x | {r['inference_speed']:.2f}x |")
+    lines.append("\nMeasured side by side in one process (cost ratios: 2.00x = twice SASRec's). " + source(name, d))
+    return "\n".join(lines) + "\n"
+
+
+def teacher_build(name: str = "teacher_build_scientific.json") -> str:
+    d = load(name)
+    if not d:
+        return missing(name)
+    lines = [f"`{d['build_command']}` from a fresh output folder and data cache: **{d['wall_minutes']} min** "
+             f"({d['wall_seconds']:,.0f} s).", "",
+             "| teacher | pre-training s | fine-tuning s (epochs) | test NDCG@10 | test Recall@10 |",
+             "|---|---:|---:|---:|---:|"]
+    for t, v in d.get("teachers", {}).items():
+        ft = v.get("finetune_timing", {})
+        pre = v.get("pretraining_seconds")
+        lines.append(f"| {LABEL.get('teacher-' + t, t)} | {'–' if pre is None else f'{pre:,.0f}'} | "
+                     f"{ft.get('train_seconds', 0):,.0f} ({ft.get('epochs', '?')}) | {v['test']['ndcg@10']:.4f} | "
+                     f"{v['test']['recall@10']:.4f} |")
+    lines.append("\n" + source(name, d))
+    return "\n".join(lines) + "\n"
+
+
+def recbole(name: str = "recbole_vs_prmkd_sasrec.json") -> str:
+    d = load(name)
+    if not d:
+        return missing(name)
+    a, b = d["summary"]["prmkd-sasrec"], d["summary"]["recbole-sasrec"]
+    lines = ["| SASRec on Scientific, same settings | prmkd | RecBole 1.2.1 |", "|---|---:|---:|",
+             f"| test NDCG@10 | {ms(a['test']['ndcg@10'])} | {ms(b['test']['ndcg@10'])} |",
+             f"| test Recall@10 | {ms(a['test']['recall@10'])} | {ms(b['test']['recall@10'])} |",
+             f"| seconds to the best validation epoch | {ms(a['time_to_best_seconds'], 1)} | "
+             f"{ms(b['time_to_best_seconds'], 1)} |",
+             f"| seconds per training epoch | {ms(a['epoch_seconds'], 2)} | {ms(b['epoch_seconds'], 2)} |", ""]
+    lines += [f"- {c['name']}: **{c['value']:.2f}**" for c in d["comparisons"] if "seed 0" not in c["name"]]
+    lines.append("\n" + source(name, d))
+    return "\n".join(lines) + "\n"
+
+
+def eval_speed(name: str = "eval_speed_scientific.json") -> str:
+    d = load(name)
+    if not d:
+        return missing(name)
+    lines = [f"- {r['name']}: {r['timing']['median_seconds']:.2f} s (median) to rank all {d['dataset']} test users "
+             f"against every item, {r['timing'].get('torch_threads', '?')} thread(s)" for r in d["runs"]
+             if "median_seconds" in r.get("timing", {})]
+    lines += [f"- {c['name']}: **{c['value']:.1f}x**" for c in d["comparisons"]]
+    return "\n".join(lines) + "\n\n" + source(name, d)
+
+
+def main_job(name: str = "benchmarks/report/ml100k/wall_time.json") -> str:
+    d = load(name)
+    s = load("benchmarks/report/ml100k/summary.json")
+    if not d or not s:
+        return missing(name)
+    last = d["runs"][-1]
+    lines = [f"Last timed run from a fresh clone (`python benchmarks/main_job.py`): **{last['wall_seconds']:,.0f} s** "
+             f"(environment, install and pipeline).", "",
+             "| student | plain test NDCG@10 | PRM-KD test NDCG@10 | change | paired p |", "|---|---:|---:|---:|---:|"]
+    for c in s["comparisons"]:
+        if c["metric"] != "ndcg@10":
+            continue
+        lines.append(f"| {LABEL.get(c['b'], c['b'])} | {c['mean_b']:.4f} | {c['mean_a']:.4f} | {pct(c['value'])} | "
+                     f"{p_value(c['p_value'])} |")
+    lines.append(f"\nSource: `{name}` and `benchmarks/report/ml100k/summary.json` ({machine(s)}).")
+    return "\n".join(lines) + "\n"
+
+
+BLOCKS = {"headline": headline, "main-scientific": main_table, "efficiency": efficiency,
+          "teacher-build": teacher_build, "recbole": recbole, "eval-speed": eval_speed, "main-job": main_job}
+
+
+def render(text: str) -> str:
+    def fill(m: re.Match) -> str:
+        name = m.group(2)
+        if name not in BLOCKS:
+            raise SystemExit(f"unknown generated block '{name}' (known: {', '.join(BLOCKS)})")
+        arg = m.group(3)
+        return m.group(1) + (BLOCKS[name](arg) if arg else BLOCKS[name]()) + m.group(5)
+
+    return BLOCK.sub(fill, text)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--check", action="store_true", help="change nothing; exit 1 if a page is out of date")
+    args = ap.parse_args()
+    stale = []
+    for page in PAGES:
+        old = page.read_text(encoding="utf-8")
+        new = render(old)
+        if new != old:
+            stale.append(page)
+            if not args.check:
+                page.write_text(new, encoding="utf-8")
+                print(f"wrote {page.relative_to(ROOT)}")
+    if args.check and stale:
+        print("out of date: " + ", ".join(str(p.relative_to(ROOT)) for p in stale) +
+              " (run python benchmarks/docs_results.py)")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
