@@ -32,6 +32,7 @@ class Recommender(nn.Module):
     """Base class; subclasses implement encode / own_loss / candidate_scores / eval_state / score_items."""
 
     n_items: int
+    keyed_by = "history"  # what a served model reads of a user: "history" (its items) or "user" (the trained user id)
 
     def encode(self, batch: SeqBatch) -> Encoded:
         raise NotImplementedError
@@ -54,6 +55,24 @@ class Recommender(nn.Module):
         """(n_items + 1, d) item representations, for models whose scores are instance . item dot products
         (what a teacher cache stores). Models that do not factorize this way do not implement it."""
         raise NotImplementedError(f"{type(self).__name__} does not score by a dot product with an item table")
+
+    # ---- serving (prmkd.serving.export): a score that is an inner product is served through an index
+    def serving_items(self) -> torch.Tensor | None:
+        """(n_items, d') rows of items 1..n_items with score_items(state, 1, n_items + 1) ==
+        serving_user(state) @ serving_items().T (biases folded in), or None when the score is not an inner product."""
+        try:
+            return self.item_table()[1:]
+        except NotImplementedError:
+            return None
+
+    def serving_user(self, state) -> torch.Tensor:
+        """(B, d') user vectors matching `serving_items` (the eval state itself unless a bias is folded in)."""
+        return state
+
+    def serving_scorer(self) -> nn.Module:
+        """A module users (B,) -> (B, n_items) scores, for models whose score is not an inner product (exported
+        whole, ranked exactly)."""
+        raise NotImplementedError(f"{type(self).__name__} scores by an inner product: use serving_items")
 
     # ---- derived
     def loss(self, batch: SeqBatch) -> torch.Tensor:

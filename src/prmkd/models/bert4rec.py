@@ -67,7 +67,7 @@ class BERT4Rec(Recommender):
         return gathered_scores(enc, candidates, self.item_emb.weight, self.out_bias)
 
     def eval_state(self, batch: EvalBatch) -> torch.Tensor:
-        B = len(batch.items)
+        B = batch.items.shape[0]  # a traced size (ONNX export), not a constant
         items = torch.cat([batch.items, torch.zeros_like(batch.items[:, :1])], dim=1)
         items[torch.arange(B, device=items.device), batch.lengths] = self.mask_id  # mask after the history
         h = self.hidden(items)
@@ -75,3 +75,11 @@ class BERT4Rec(Recommender):
 
     def score_items(self, state: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
         return state @ self.item_emb.weight[lo:hi].T + self.out_bias[lo:hi]
+
+    def serving_items(self) -> torch.Tensor:
+        """[e_i, b_i]: the output bias folded into the inner product with [u, 1]."""
+        n = self.n_items + 1
+        return torch.cat([self.item_emb.weight[1:n], self.out_bias[1:n, None]], 1)  # (n_items, d + 1)
+
+    def serving_user(self, state: torch.Tensor) -> torch.Tensor:
+        return torch.cat([state, torch.ones_like(state[:, :1])], 1)  # (B, d + 1)

@@ -67,6 +67,7 @@ class ItemSide:
 
 class DeepFM(Recommender):
     Config = DeepFMConfig
+    keyed_by = "user"  # scores depend on the user id (and the item), not on a history
 
     def __init__(self, cfg: DeepFMConfig, n_users: int, n_items: int, tokens: dict[str, torch.Tensor]):
         super().__init__()
@@ -159,3 +160,29 @@ class DeepFM(Recommender):
 
     def score_items(self, state: UserSide, lo: int, hi: int) -> torch.Tensor:
         return self.grid_scores(state, self.item_side(torch.arange(lo, hi, device=state.fm.device)))
+
+    def serving_items(self) -> None:
+        return None  # the MLP does not factorize: served whole (serving_scorer)
+
+    def serving_scorer(self) -> nn.Module:
+        return DeepFMScorer(self)
+
+
+class DeepFMScorer(nn.Module):
+    """users (B,) -> (B, n_items) DeepFM logits against every item, the item side computed once (buffers), with no
+    Python loop over blocks, so that it exports to ONNX with a dynamic batch axis. Memory: B x n_items x H floats."""
+
+    def __init__(self, model: DeepFM):
+        super().__init__()
+        self.model = model
+        with torch.no_grad():
+            side = model.item_side(torch.arange(1, model.n_items + 1))
+        self.register_buffer("item_fm", side.fm.clone())  # (n, d)
+        self.register_buffer("item_bias", side.bias.clone())  # (n,)
+        self.register_buffer("item_deep", side.deep.clone())  # (n, H)
+
+    def forward(self, users: torch.Tensor) -> torch.Tensor:
+        u = self.model.user_side(users)
+        fm = u.bias[:, None] + self.item_bias[None, :] + u.fm @ self.item_fm.T  # (B, n)
+        h = torch.relu(u.deep[:, None, :] + self.item_deep[None, :, :])  # (B, n, H)
+        return fm + self.model.rest(h.flatten(0, 1)).view(h.shape[0], h.shape[1])

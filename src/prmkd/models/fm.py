@@ -39,6 +39,7 @@ class FMConfig:
 
 class FM(Recommender):
     Config = FMConfig
+    keyed_by = "user"  # scores depend on the user id (and the item), not on a history
 
     def __init__(self, cfg: FMConfig, n_users: int, n_items: int, tokens: dict[str, torch.Tensor]):
         super().__init__()

@@ -53,7 +53,7 @@ class GRU4Rec(Recommender):
 
     def eval_state(self, batch: EvalBatch) -> torch.Tensor:
         h = self.hidden(batch.items)
-        return h[torch.arange(len(h), device=h.device), batch.lengths - 1]
+        return h[torch.arange(h.shape[0], device=h.device), batch.lengths - 1]
 
     def score_items(self, state: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
         return state @ self.item_emb.weight[lo:hi].T

@@ -53,6 +53,7 @@ def normalized_adjacency(n_users: int, n_items: int, users: np.ndarray, items: n
 
 class LightGCN(Recommender):
     Config = LightGCNConfig
+    keyed_by = "user"  # scores depend on the user id (and the item), not on a history
 
     def __init__(self, cfg: LightGCNConfig, n_users: int, n_items: int, adjacency: torch.Tensor):
         super().__init__()

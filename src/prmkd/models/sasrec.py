@@ -58,7 +58,7 @@ class SASRec(Recommender):
 
     def eval_state(self, batch: EvalBatch) -> torch.Tensor:
         h = self.hidden(batch.items)  # (B, T, d)
-        return h[torch.arange(len(h), device=h.device), batch.lengths - 1]  # (B, d) at the last real position
+        return h[torch.arange(h.shape[0], device=h.device), batch.lengths - 1]  # (B, d) at the last real position
 
     def score_items(self, state: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
         return state @ self.item_emb.weight[lo:hi].T

@@ -233,7 +233,7 @@ class TextSeqTeacher(Recommender):
 
     def eval_state(self, batch: EvalBatch) -> torch.Tensor:
         h = self.hidden(self.item_table()[batch.items])
-        return h[torch.arange(len(h), device=h.device), batch.lengths - 1]
+        return h[torch.arange(h.shape[0], device=h.device), batch.lengths - 1]
 
     def score_items(self, state: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
         return self._cos(state, self.item_table()[lo:hi])
