@@ -45,6 +45,7 @@ def test_an_unknown_option_lists_the_known_ones(tmp_path):
 
 def test_import_and_help_stay_light():
     code = ("import sys, prmkd, prmkd.cli; prmkd.cli.build_parser(); "
-            "print(sorted(m for m in ('torch', 'numpy', 'transformers', 'fastapi', 'onnxruntime') if m in sys.modules))")
+            "print(sorted(m for m in ('torch', 'numpy', 'transformers', 'fastapi', 'onnxruntime') "
+            "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr

@@ -82,7 +82,8 @@ class Recommender:
             import faiss
 
             faiss.omp_set_num_threads(threads)
-            name = m["index"]["exact"]["file"] if index == "exact" else (m["index"].get("approximate") or {}).get("file")
+            chosen = m["index"]["exact"] if index == "exact" else (m["index"].get("approximate") or {})
+            name = chosen.get("file")
             if name is None:
                 raise PrmkdError(f"{self.folder}: no approximate index was exported (prmkd export --approximate hnsw)")
             self.index = faiss.read_index(str(self.folder / name))
