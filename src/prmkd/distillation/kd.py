@@ -136,7 +136,12 @@ def fused_targets(teacher_logits: torch.Tensor, w: torch.Tensor, tau: float, eps
     memory may be overwritten (the distillation loop owns that buffer)."""
     s = teacher_probs(teacher_logits, tau, inplace)
     s_tilde = normalize(s, normalization)
-    if fusion == "consistency":
+    if fusion == "consistency" and s.shape[0] < 3:  # conf is symmetric: the default weights are kept (no need
+        fusion = "weighted"  # to compute it)
+    if fusion == "weighted":
+        K, N = s.shape[:2]
+        weights = (w / w.sum()).to(s.dtype)[:, None].expand(K, N)
+    elif fusion == "consistency":
         weights = adjusted_weights(consistency(s_tilde), w, epsilon)
     elif fusion == "average":  # the "w/o WA" ablation: plain average of the teachers
         K, N = s.shape[:2]

@@ -109,10 +109,12 @@ def gathered_scores(enc: Encoded, candidates: torch.Tensor, item_weight: torch.T
                     bias: torch.Tensor | None = None) -> torch.Tensor:
     """(N, C) candidate scores of a dot-product model: a gather from the full logits when this step already
     computed them (the own loss did), else the (N, d) x (d, C) product."""
+    # index_select, not x[:, idx]: its backward adds into place (index_add) instead of the sort-based deterministic
+    # index_put, and for distinct candidates (the default) the gradients are bit-identical
     if "logits" in enc.cache:
-        return enc.cache["logits"][:, candidates - 1]
-    scores = enc.reps @ item_weight[candidates].T
-    return scores if bias is None else scores + bias[candidates]
+        return enc.cache["logits"].index_select(1, candidates - 1)
+    scores = enc.reps @ item_weight.index_select(0, candidates).T
+    return scores if bias is None else scores + bias.index_select(0, candidates)
 
 
 def init_weights(module: nn.Module, std: float = 0.02) -> None:

@@ -119,7 +119,7 @@ class LightGCN(Recommender):
         return sq / len(users)
 
     def candidate_scores(self, enc: Encoded, candidates: torch.Tensor) -> torch.Tensor:
-        return enc.reps @ enc.extra[candidates].T  # (N, d) x (d, C)
+        return enc.reps @ enc.extra.index_select(0, candidates).T  # (N, d) x (d, C)
 
     def pair_scores(self, enc: Encoded, items: torch.Tensor) -> torch.Tensor:
         return (enc.extra[items] * enc.reps[:, None, :]).sum(-1)  # (N, m, d) -> (N, m)
