@@ -26,7 +26,6 @@ import json
 import os
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import time
@@ -77,7 +76,8 @@ def parity(export: Path, run: Path) -> dict:
             got_ids = [rec.item_index[i] for i, _ in got]
             if got_ids == row.tolist():
                 agree += 1
-            elif np.isclose(np.sort(scores[np.asarray(got_ids) - 1]), np.sort(scores[row - 1]), rtol=0, atol=1e-5).all():
+            elif np.isclose(np.sort(scores[np.asarray(got_ids) - 1]), np.sort(scores[row - 1]), rtol=0,
+                            atol=1e-5).all():
                 tie_only += 1
             t = int(targets[u])
             ranks.append(got_ids.index(t) if t in got_ids else 10)
