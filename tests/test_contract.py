@@ -32,6 +32,7 @@ STUDENT_OPTIONS = {
     "fm": {"embedding_size": 8},
     "deepfm": {"embedding_size": 8, "mlp": [16, 16], "pair_block": 64},
     "lightgcn": {"embedding_size": 8},
+    "recguru": {"hidden_size": 16, "layers": 1, "inner_size": 32, "source_batch": 8},
 }
 TEACHER_OPTIONS = {
     "unisrec": {"hidden_size": 16, "layers": 1, "inner_size": 32, "experts": 2, "id_embedding": True,
@@ -55,6 +56,11 @@ def cache_dir(tmp_path_factory):
 
 def new_student(name: str, ds):
     torch.manual_seed(0)
+    if name == "recguru":  # with a source domain (in memory), so that its cross-domain parts are checked too
+        from prmkd.models.recguru import RecGURU
+
+        cfg = RecGURU.Config(**STUDENT_OPTIONS[name])
+        return RecGURU(cfg, ds.n_items, ds.max_len, source=small_dataset(seed=1, images=False))
     return build_model({"name": name, **STUDENT_OPTIONS[name]}, ds)
 
 

@@ -19,6 +19,7 @@ MODELS = Registry("model", {
     "fm": "prmkd.models.fm:FM",
     "deepfm": "prmkd.models.deepfm:DeepFM",
     "lightgcn": "prmkd.models.lightgcn:LightGCN",
+    "recguru": "prmkd.models.recguru:RecGURU",  # a cross-domain baseline (reads a source domain), not a student
 })
 
 
