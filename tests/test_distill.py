@@ -248,3 +248,39 @@ def test_stats_count_every_session_of_a_resumed_run_and_keep_same_named_teachers
     assert a == b
     assert a["batches"] == 2 * len(TrainBatches(ds, 16, 0)) and a["rule_fired"] > 0
     assert list(a["dropped"]) == ["oracle#0", "oracle#1", "oracle#2"] and sum(a["dropped"].values()) == a["rule_fired"]
+
+
+def test_the_fused_teacher_ranker_equals_a_slow_reference(tmp_path):
+    """distillation.ceiling ranks by Eq. 1-4 over every item: checked against a per-user numpy loop, and two copies
+    of a perfect teacher rank every target first."""
+    from prmkd.distillation.ceiling import ceiling, fused_ranks
+
+    ds = cyclic_dataset()
+    rng = np.random.default_rng(0)
+    caches = []
+    for k in range(3):
+        rows = {"items": ds.n_items + 1, "train": ds.n_train_instances, "valid": ds.n_users, "test": ds.n_users}
+        arrays = {n: rng.standard_normal((r, 4)).astype(np.float32) for n, r in rows.items()}
+        caches.append(TeacherCache(write_cache(tmp_path / f"r{k}", name=f"r{k}", family="x", ds=ds, **arrays,
+                                               metrics={"valid": {"ndcg@10": 0.1 * (k + 1)}}), ds))
+    cfg = DistillConfig(temperature=0.7, epsilon=0.05)
+    got = fused_ranks(caches, ds, cfg, "test", batch=7)
+    w = np.array([0.1, 0.2, 0.3]) / 0.6
+    for u in range(ds.n_users):
+        logits = np.stack([c.rows("test", torch.tensor([u])).numpy() @ c.items[1:].numpy().T for c in caches])[:, 0]
+        s = np.exp(logits / 0.7 - (logits / 0.7).max(1, keepdims=True))
+        s /= s.sum(1, keepdims=True)  # (K, n) Eq. 1
+        conf = np.array([sum(((s[k] - s[j]) ** 2).sum() for j in range(3) if j != k) for k in range(3)])  # Eq. 2
+        wk = w.copy()
+        if (conf >= 0.05).any():
+            drop = conf.argmax()
+            wk = w + w[drop] / 2
+            wk[drop] = 0.0
+        q = (wk[:, None] * s).sum(0)
+        q /= q.sum()
+        t = ds.split_targets("test")[u] - 1
+        assert got[u] == (q > q[t]).sum() + (q == q[t]).sum() - 1
+    perfect = TeacherCache(oracle_cache(ds, tmp_path / "o", shift=1, name="o"), ds)
+    twice = ceiling([perfect, TeacherCache(perfect.folder, ds)], ds, DistillConfig(), EvalConfig())
+    assert len(twice) == 1 and twice[0]["metrics"]["ndcg@10"] == 1.0
+    assert len(ceiling(caches, ds, cfg, EvalConfig())) == 4  # all three, and each of the three pairs

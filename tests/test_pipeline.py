@@ -237,3 +237,34 @@ def test_set_reaches_one_teacher_of_the_list_by_name_or_index():
         load_pipeline(path, ["teachers.3.teacher.hidden_size=256"])
     with pytest.raises(ConfigError, match="is a list of sections"):
         load_pipeline(path, ["teachers.hidden_size=256"])
+
+
+def test_sweeps_reuse_the_main_runs_and_give_the_best_value_more_seeds(tmp_path, monkeypatch):
+    """The main setting's value is never trained again as a sweep run; the value with the best mean validation
+    NDCG@10 (the main runs included) gets `best_seeds` too."""
+    from prmkd.experiment.pipeline import Pipeline, PipelineConfig, SweepConfig
+    from prmkd.io import write_json
+
+    cfg = PipelineConfig(name="s", out=str(tmp_path), seeds=[0, 1, 2],
+                         sweep=SweepConfig(temperature=[0.5, 1.0, 2.0], seeds=[0], best_seeds=[1, 2]))
+    pipe = Pipeline(cfg, log=lambda m: None)
+    pipe.caches = {"t": tmp_path / "cache"}
+    valid = {0.5: 0.03, 2.0: 0.05}  # the main value (tau = 1.0) gets 0.04 from its runs
+    for s in (0, 1, 2):
+        run = pipe.layout.distilled("sasrec", s)
+        run.path.mkdir(parents=True)
+        write_json(run.results, {"name": "prmkd-sasrec", "seed": s, "metrics": {"valid": {"ndcg@10": 0.04},
+                                                                                  "test": {"ndcg@10": 0.04}}})
+    trained = []
+
+    def fake(rc):
+        trained.append((rc.distill.temperature, rc.train.seed))
+        return {"name": "prmkd-sasrec", "seed": rc.train.seed,
+                "metrics": {"valid": {"ndcg@10": valid[rc.distill.temperature]}, "test": {"ndcg@10": 0.0}}}
+
+    monkeypatch.setattr(pipe, "train_run", fake)
+    pipe.stage_sweeps()
+    assert trained == [(0.5, 0), (2.0, 0), (2.0, 1), (2.0, 2)]
+    assert pipe.best_points["temperature"]["value"] == 2.0
+    main_points = [r for r in pipe.runs if (r.get("sweep") or {}).get("main")]
+    assert sorted(r["seed"] for r in main_points) == [0, 1, 2]

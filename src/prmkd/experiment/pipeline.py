@@ -25,7 +25,8 @@ from ..teachers.build import TeacherRunConfig, build_teacher, pretrain_key, teac
 from .layout import PipelineLayout, RunDir
 from .runner import train_run
 
-STAGES = ("teachers", "baselines", "distill", "ablations", "universality", "sweeps", "efficiency", "report")
+STAGES = ("teachers", "baselines", "distill", "ceiling", "ablations", "universality", "sweeps", "efficiency", "report")
+SWEPT = ("temperature", "kd_weight", "epsilon", "hidden_size")
 
 
 @dataclass
@@ -53,6 +54,7 @@ class SweepConfig:
     epsilon: list[float] = field(default_factory=list)
     hidden_size: list[int] = field(default_factory=list)
     seeds: list[int] = field(default_factory=lambda: [0])
+    best_seeds: list[int] = field(default_factory=list)  # more seeds for each parameter's best value on validation
 
 
 @dataclass
@@ -74,6 +76,7 @@ class PipelineConfig:
     universality_seeds: list[int] = field(default_factory=list)  # default: `seeds`
     sweep: SweepConfig = field(default_factory=SweepConfig)
     efficiency: bool = True
+    ceiling: bool = True  # rank the test users by the fused teacher distribution itself (distillation.ceiling)
     out: str = ""  # default runs/<name>
 
 
@@ -106,6 +109,7 @@ class Pipeline:
         self.collect_only = collect_only  # train nothing: summarise and report the finished runs
         self.missing: list[str] = []
         self._main_points: set = set()
+        self.best_points: dict = {}  # swept parameter -> its best value on validation (stage_sweeps)
         self.log = log or info
         self.out = Path(cfg.out) if cfg.out else Path("runs") / cfg.name
         self.layout = PipelineLayout(self.out)
@@ -217,43 +221,98 @@ class Pipeline:
                     res = self.train_run(self.run_cfg(model, s, out, kd))
                     self.record(res, out, "universality")
 
-    def stage_sweeps(self) -> None:
-        sw = self.cfg.sweep
-        if not self.caches:
+    def stage_ceiling(self) -> None:
+        """The fused teachers as a ranker (all of them, and every subset of two or more), on the test split."""
+        if not (self.cfg.ceiling and len(self.caches) > 1):
             return
-        for param in ("temperature", "kd_weight", "epsilon", "hidden_size"):
-            for value in getattr(sw, param):
-                for s in sw.seeds:
-                    out = self.layout.sweep(param, value, s).path
-                    self.log(f"== sweep {param}={value} seed {s}")
-                    if param == "hidden_size":
-                        rc = self.run_cfg(self.cfg.student, s, out, self.kd(), {"hidden_size": value})
-                    else:
-                        rc = self.run_cfg(self.cfg.student, s, out, self.kd(**{param: value}))
-                    res = self.train_run(rc)
-                    self.record(res, out, "sweep", sweep={"param": param, "value": value})
-                self.record_main_point(param)
-                if param == "hidden_size":  # the plain student at each size, for the same plot
-                    for s in sw.seeds:
-                        out = self.layout.sweep("hidden_size", value, s, plain=True).path
-                        res = self.train_run(self.run_cfg(self.cfg.student, s, out, None, {"hidden_size": value}))
-                        self.record(res, out, "sweep", sweep={"param": "hidden_size", "value": value,
-                                                              "plain": True})
+        from ..distillation.ceiling import ceiling
+        from ..evaluation import EvalResult
+        from ..teachers.cache import TeacherCache
+        from .runner import save_per_user
 
-    def record_main_point(self, param: str) -> None:
-        """The main runs (same seeds) as the sweep's point at the configured value, so each curve passes
-        through the setting the main table reports (read from the finished runs; nothing is trained here)."""
+        self.log("== ceiling: the fused teacher distribution as a ranker")
+        caches = [TeacherCache(self.caches[n], self.ds) for n in self.caches]
+        t0 = time.time()
+        for entry in ceiling(caches, self.ds, self.cfg.distill, self.cfg.eval):
+            name = "fused-" + "+".join(entry["teachers"])
+            run = self.layout.extra("ceiling", name, 0)
+            run.path.mkdir(parents=True, exist_ok=True)
+            save_per_user(run.per_user("test"), EvalResult("test", entry["metrics"], entry["per_user"],
+                                                           entry["ranks"]))
+            res = {"name": name, "role": "reference", "dataset": self.ds.name, "seed": 0,
+                   "config": {"teachers": entry["teachers"], "distill": to_dict(self.cfg.distill)},
+                   "metrics": {"test": entry["metrics"]}, "timing": {"seconds": round(time.time() - t0, 2)},
+                   "parameters": None}
+            write_json(run.results, res)
+            self.log(f"{name}: test ndcg@10 {entry['metrics']['ndcg@10']:.4f}  recall@10 "
+                     f"{entry['metrics']['recall@10']:.4f}")
+            self.record(res, run, "ceiling")
+
+    def main_value(self, param: str):
+        """The configured value of a swept parameter (the main runs' setting)."""
         from ..models import model_config
 
         if param == "hidden_size":
             _, mcfg = model_config({"name": self.cfg.student, **self.cfg.models.get(self.cfg.student, {})})
-            value = getattr(mcfg, "hidden_size", None)
+            return getattr(mcfg, "hidden_size", None)
+        return getattr(self.cfg.distill, param)
+
+    def sweep_run(self, param: str, value, seed: int, plain: bool = False) -> dict | None:
+        out = self.layout.sweep(param, value, seed, plain=plain).path
+        self.log(f"== sweep {'plain ' if plain else ''}{param}={value} seed {seed}")
+        if param == "hidden_size":
+            rc = self.run_cfg(self.cfg.student, seed, out, None if plain else self.kd(), {"hidden_size": value})
         else:
-            value = getattr(self.cfg.distill, param)
-        if value is None or value in getattr(self.cfg.sweep, param) or (param, value) in self._main_points:
+            rc = self.run_cfg(self.cfg.student, seed, out, self.kd(**{param: value}))
+        res = self.train_run(rc)
+        self.record(res, out, "sweep", sweep={"param": param, "value": value, **({"plain": True} if plain else {})})
+        return res
+
+    def stage_sweeps(self) -> None:
+        """Each swept value on `sweep.seeds` (the main setting's value is the main runs, never trained again), then
+        the value with the best mean validation NDCG@10 on `sweep.best_seeds` too."""
+        sw = self.cfg.sweep
+        if not self.caches:
+            return
+        for param in SWEPT:
+            values = getattr(sw, param)
+            if not values:
+                continue
+            main = self.main_value(param)
+            valid = {main: self.main_valid(sw.seeds)} if main is not None else {}
+            for value in values:
+                if value == main:
+                    continue
+                got = [self.sweep_run(param, value, s) for s in sw.seeds]
+                valid[value] = [r["metrics"]["valid"]["ndcg@10"] for r in got if r]
+                if param == "hidden_size":  # the plain student at each size, for the same plot
+                    for s in sw.seeds:
+                        self.sweep_run(param, value, s, plain=True)
+            self.record_main_point(param)
+            scored = {v: sum(x) / len(x) for v, x in valid.items() if x}
+            if sw.best_seeds and scored:
+                best = max(scored, key=scored.get)
+                self.log(f"== sweep {param}: best on validation {best} ({scored[best]:.4f})")
+                self.best_points[param] = {"value": best, "valid_ndcg@10": {str(k): v for k, v in scored.items()}}
+                if best != main:
+                    for s in sw.best_seeds:
+                        self.sweep_run(param, best, s)
+                        if param == "hidden_size":
+                            self.sweep_run(param, best, s, plain=True)
+
+    def main_valid(self, seeds: list[int]) -> list[float]:
+        """Validation NDCG@10 of the finished main PRM-KD runs of `seeds` (nothing is trained here)."""
+        runs = [self.layout.distilled(self.cfg.student, s) for s in seeds]
+        return [read_json(r.results)["metrics"]["valid"]["ndcg@10"] for r in runs if r.results.exists()]
+
+    def record_main_point(self, param: str) -> None:
+        """The main runs (all their seeds) as the sweep's point at the configured value, so each curve passes
+        through the setting the main table reports (read from the finished runs; nothing is trained here)."""
+        value = self.main_value(param)
+        if value is None or (param, value) in self._main_points:
             return
         self._main_points.add((param, value))
-        for s in self.cfg.sweep.seeds:
+        for s in sorted({*self.cfg.seeds, *self.cfg.sweep.seeds}):
             kinds = [(self.layout.distilled(self.cfg.student, s), False)]
             if param == "hidden_size":
                 kinds.append((self.layout.baseline(self.cfg.student, s), True))
@@ -282,27 +341,47 @@ class Pipeline:
         summary = {"command": self.command, "commit": git_commit(), "date": now(), "machine": machine(),
                    "dataset": self.ds.summary(), "eval": to_dict(self.cfg.eval), "seeds": self.cfg.seeds,
                    "config": to_dict(self.cfg), "environment": environment(), "runs": self.runs,
-                   "not_finished": self.missing,
+                   "not_finished": self.missing, "sweep_best_on_validation": self.best_points,
                    "comparisons": comparisons}
         path = self.layout.summary
         write_json(path, summary)
         return path
 
     def significance(self) -> list[dict]:
-        """PRM-KD (and each distilled student) vs its plain student: relative change of test NDCG@10 and
-        a paired t-test over users (per-user values averaged over seeds)."""
+        """Paired t-tests over users (per-user values averaged over seeds) with the relative change of the mean:
+        PRM-KD and each distilled student against its plain student; every ablation and swept value against the
+        full PRM-KD of the same seeds; the fused teachers (the ceiling) against PRM-KD."""
         from .stats import paired_test
 
-        out = []
-        pairs = [("prmkd-" + self.cfg.student, self.cfg.student, "main")]
+        def test(name, a_runs, b_runs, a, b, **extra) -> None:
+            if a_runs and b_runs:
+                for metric in ("ndcg@10", "recall@10"):
+                    out.append({"name": name, "a": a, "b": b, "metric": metric, **extra,
+                                **paired_test([r["run_dir"] for r in a_runs], [r["run_dir"] for r in b_runs],
+                                              metric)})
+
+        out: list[dict] = []
+        student = "prmkd-" + self.cfg.student
+        pairs = [(student, self.cfg.student, "main")]
         pairs += [(f"prmkd-{m}", m, "universality") for m in self.cfg.universality]
         for a, b, group in pairs:
-            ra = [r for r in self.runs if r["name"] == a and r["group"] == group]
-            rb = [r for r in self.runs if r["name"] == b and r["group"] in (group, "main")]
-            if ra and rb:
-                for metric in ("ndcg@10", "recall@10"):
-                    out.append({"name": f"{a} vs {b}", "a": a, "b": b, "metric": metric,
-                                **paired_test([r["run_dir"] for r in ra], [r["run_dir"] for r in rb], metric)})
+            test(f"{a} vs {b}", [r for r in self.runs if r["name"] == a and r["group"] == group],
+                 [r for r in self.runs if r["name"] == b and r["group"] in (group, "main")], a, b)
+        full = {r["seed"]: r for r in self.runs if r["name"] == student and r["group"] == "main"}
+        variants: dict[str, list[dict]] = {}
+        for r in self.runs:
+            sw = r.get("sweep") or {}
+            if r["group"] == "ablation":
+                variants.setdefault(f"ablation {r['ablation']}", []).append(r)
+            elif r["group"] == "sweep" and not sw.get("main") and not sw.get("plain"):
+                variants.setdefault(f"sweep {sw['param']}={sw['value']}", []).append(r)
+        for label, runs in variants.items():
+            seeds = sorted(r["seed"] for r in runs if r["seed"] in full)
+            test(f"{label} vs {student}", [r for r in runs if r["seed"] in seeds], [full[s] for s in seeds],
+                 label, student, seeds=seeds)
+        for r in self.runs:
+            if r["group"] == "ceiling":
+                test(f"{r['name']} vs {student}", [r], list(full.values()), r["name"], student)
         return out
 
     def run(self, stages=STAGES) -> Path:
