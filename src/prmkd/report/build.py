@@ -9,6 +9,7 @@ from .. import __version__
 from ..env import now
 from . import plots, tables
 from .data import RunFolder, load_run_folder, seeds_of
+from .findings import findings, variants_table
 from .render import Bullets, Heading, Image, Note, Para, to_html, to_markdown
 
 
@@ -106,7 +107,11 @@ def build_report(run_dir: Path, out_dir: Path | None = None) -> dict:
     name = (rf.summary.get("dataset") or {}).get("name", "?")
     title = f"PRM-KD report: {name} ({rf.root.name})"
     fig_blocks, pngs = figure_sections(rf, out_dir)
-    blocks = [Heading(title, 1), *header(rf), *main_section(rf), *efficiency_section(rf), *fig_blocks]
+    said = findings(rf)
+    blocks = [Heading(title, 1), *([Heading("What this run shows"), Bullets(said)] if said else []), *header(rf),
+              *main_section(rf), *efficiency_section(rf), *fig_blocks]
+    if (var := variants_table(rf)) is not None:
+        blocks += [Heading("Every variant against the full PRM-KD (ablations, sweeps, fused teachers)"), var]
     if (comp := tables.comparisons_table(rf)) is not None:
         blocks += [Heading("Comparisons recorded by the pipeline"), comp]
     blocks += [Heading("Appendix: every run"), tables.appendix_table(rf)]

@@ -1,0 +1,117 @@
+"""What a run shows, in words: the report's first lines, written from summary.json alone.
+
+Every sentence is computed from the runs and the paired tests the pipeline recorded; what did not work (a
+distilled student below its plain twin, a teacher below the plain student, a difference that is not significant,
+runs that did not finish) is said as plainly as what did.
+"""
+
+from __future__ import annotations
+
+import math
+
+from .data import RunFolder, display_name, mean_std
+from .tables import ALPHA, BASE, STUDENT, Table, fmt, fmt_p
+
+METRIC = "ndcg@10"
+
+
+def _test(rf: RunFolder, name: str, metric: str = METRIC) -> dict | None:
+    comps = rf.summary.get("comparisons") or []
+    return next((c for c in comps if c.get("name") == name and c.get("metric") == metric), None)
+
+
+def _verdict(c: dict) -> str:
+    p = c.get("p_value")
+    if p is None or (isinstance(p, float) and math.isnan(p)):
+        return "no test possible"
+    sig = p < ALPHA
+    return f"p = {fmt_p(p)}, " + ("significant" if sig else "not significant") + f" at {ALPHA}"
+
+
+def _pct(c: dict) -> str:
+    return f"{100 * c['value']:+.1f}%"
+
+
+def findings(rf: RunFolder) -> list[str]:
+    out: list[str] = []
+    main = _test(rf, f"{STUDENT} vs {BASE}")
+    base = mean_std(rf.select(group="main", name=BASE), METRIC)
+    if main:
+        worked = main["value"] > 0 and main["p_value"] < ALPHA
+        out.append(f"**PRM-KD {'improves' if worked else 'does not significantly improve'} the student**: distilled "
+                   f"SASRec reaches test NDCG@10 {fmt(main['mean_a'])} against plain SASRec's {fmt(main['mean_b'])} "
+                   f"({_pct(main)}; paired t-test over {main['n_users']:,} users, {_verdict(main)}; "
+                   f"{main.get('seeds_a', '?')} seed(s) each).")
+    teachers = [(r["name"], r) for r in rf.select(group="main", role="teacher")]
+    if teachers and not math.isnan(base[0]):
+        parts, weak = [], []
+        for name, r in teachers:
+            v = r["metrics"]["test"][METRIC]
+            parts.append(f"{display_name(name)} {fmt(v)} ({100 * (v - base[0]) / base[0]:+.1f}%)")
+            if v < base[0]:
+                weak.append(display_name(name))
+        out.append("Teachers' test NDCG@10 against plain SASRec: " + ", ".join(parts) + "." +
+                   (f" Below plain SASRec: {', '.join(weak)}." if weak else ""))
+    ceil = rf.select(group="ceiling")
+    if ceil and teachers:
+        best_t = max(teachers, key=lambda t: t[1]["metrics"]["test"][METRIC])
+        best_c = max(ceil, key=lambda r: r["metrics"]["test"][METRIC])
+        bt, bc = best_t[1]["metrics"]["test"][METRIC], best_c["metrics"]["test"][METRIC]
+        stud = main["mean_a"] if main else float("nan")
+        out.append(f"The ceiling: the fused teachers rank at test NDCG@10 {fmt(bc)} ({display_name(best_c['name'])}),"
+                   f" the best single teacher at {fmt(bt)} ({display_name(best_t[0])}), the distilled student at "
+                   f"{fmt(stud)}: fusing " + ("helps" if bc > bt else "does not beat the best teacher") +
+                   (f", and the student closes {100 * (stud - base[0]) / (bc - base[0]):.0f}% of the gap from plain "
+                    f"SASRec to the fused teachers." if bc > base[0] and main else "."))
+    for name in sorted({r["name"] for r in rf.select(group="universality")} - {""}):
+        if name.startswith("prmkd-"):
+            c = _test(rf, f"{name} vs {name[6:]}")
+            if c:
+                out.append(f"{display_name(name[6:])}: distilled {fmt(c['mean_a'])} vs plain {fmt(c['mean_b'])} "
+                           f"({_pct(c)}; {_verdict(c)})" + ("; distillation hurt this student." if c["value"] < 0
+                                                             else "."))
+    abl = [c for c in rf.summary.get("comparisons") or [] if c.get("metric") == METRIC
+           and str(c.get("name", "")).startswith("ablation ")]
+    if abl:
+        hurt = {c["a"].removeprefix("ablation "): c["value"] < 0 and c["p_value"] < ALPHA for c in abl}
+        matter = [a for a, h in hurt.items() if h]
+        not_matter = [a for a, h in hurt.items() if not h]
+        out.append("Ablations (each against the full PRM-KD, paired over users): " +
+                   ("significantly worse without: " + ", ".join(matter) + "; " if matter else
+                    "no ablation is significantly worse; ") +
+                   ("no significant loss: " + ", ".join(not_matter) + "." if not_matter else "every part matters."))
+    best = rf.summary.get("sweep_best_on_validation") or {}
+    if best:
+        out.append("Best swept value on validation: " + ", ".join(f"{p} = {v['value']}" for p, v in best.items())
+                   + ".")
+    if rf.summary.get("not_finished"):
+        out.append(f"Not finished (left out): {len(rf.summary['not_finished'])} run(s).")
+    budget = [r for r in rf.runs if r.get("budget_ended")]
+    if budget:
+        out.append(f"{len(budget)} run(s) were ended by a time budget rather than by early stopping: "
+                   + ", ".join(sorted({r['name'] for r in budget})) + ".")
+    return out
+
+
+def variants_table(rf: RunFolder) -> Table | None:
+    """Every ablation and swept value against the full PRM-KD: mean ± std over seeds, change, paired p."""
+    rows = []
+    for c in rf.summary.get("comparisons") or []:
+        name = str(c.get("name", ""))
+        if c.get("metric") != METRIC or not name.startswith(("ablation ", "sweep ", "fused-")):
+            continue
+        label = c["a"]
+        runs = ([r for r in rf.select(group="ablation") if f"ablation {r.get('ablation')}" == label] or
+                [r for r in rf.select(group="sweep") if not (r.get("sweep") or {}).get("main")
+                 and not (r.get("sweep") or {}).get("plain")
+                 and f"sweep {r['sweep']['param']}={r['sweep']['value']}" == label] or
+                [r for r in rf.select(group="ceiling") if r["name"] == label])
+        m, s, n = mean_std(runs, METRIC)
+        spread = f" ± {fmt(s)}" if n > 1 else ""
+        rows.append([label.removeprefix("ablation ").removeprefix("sweep "), str(n), fmt(m) + spread,
+                     fmt(c["mean_b"]), f"{100 * c['value']:+.2f}%", fmt_p(c["p_value"])])
+    if not rows:
+        return None
+    return Table(["Variant", "Seeds", "test NDCG@10", "full PRM-KD (same seeds)", "change", "p (paired t-test)"],
+                 rows, ["Each variant against the full PRM-KD of the same seeds: relative change of the mean and a "
+                        "two-sided paired t-test over users (per-user values averaged over seeds)."])
