@@ -203,7 +203,8 @@ class Pipeline:
             return
         variants = {f"only-{n}": self.kd([n]) for n in self.caches} if len(self.caches) > 1 else {}
         variants["wo-in"] = self.kd(candidates="all")
-        variants["wo-wa"] = self.kd(fusion="average")
+        if len(self.caches) > 1:  # with one teacher the plain average is the full method itself
+            variants["wo-wa"] = self.kd(fusion="average")
         for s in self.cfg.ablation_seeds or self.cfg.seeds:
             for name, kd in variants.items():
                 out = self.layout.ablation(name, s).path

@@ -1,0 +1,114 @@
+"""Choose PRM-KD's settings on the validation split only, by coordinate ascent from the config's settings.
+
+    python benchmarks/tune_distill.py configs/ml100k.toml --seeds 0 1       # -> benchmarks/results/tuning_ml100k.json
+    python benchmarks/tune_distill.py configs/scientific.toml --seeds 0     # -> benchmarks/results/tuning_scientific.json
+
+The pipeline's teachers are built (or reused) and its student is distilled with one setting changed at a time,
+holding the others at the best found so far, in the order of --order (each parameter once: which teachers, lambda,
+tau, normalization, KL direction, student temperature, epsilon). A setting's score is its mean validation NDCG@10
+over --seeds; the best of each coordinate is kept. Test metrics are recorded but never looked at for the choice.
+Runs go to <pipeline out>/tuning/<setting>-seed<s> (fingerprinted like every run: a rerun reuses them). What is
+chosen is written down, not applied: put it in the config (its defaults) by hand, citing this file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import RESULTS, ROOT, header, write_json  # noqa: E402
+
+GRID = {
+    "kd_weight": [0.3, 1.0, 3.0, 10.0],
+    "temperature": [0.5, 1.0, 2.0, 4.0],
+    "normalization": ["softmax", "minmax", "rank"],
+    "kl": ["reverse", "forward"],
+    "student_temperature": [0.5, 1.0, 2.0],
+    "epsilon": [0.01, 0.03, 0.1, 0.3],
+}
+
+
+def tag(setting: dict) -> str:
+    return "-".join(f"{k}={v}" for k, v in sorted(setting.items()) if k != "teachers") + \
+        f"-teachers={'+'.join(setting['teachers'])}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("config")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--order", nargs="+", default=["teachers", *GRID])
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--teacher-sets", nargs="*", default=None,
+                    help="teacher subsets to try, names joined by '+' (default: all, and each one alone)")
+    args = ap.parse_args()
+    import os
+
+    os.chdir(ROOT)
+    from prmkd.experiment.pipeline import Pipeline, load_pipeline
+
+    t0 = time.time()
+    hdr = header()
+    cfg = load_pipeline(args.config, args.overrides)
+    pipe = Pipeline(cfg, command="")
+    pipe.ds = __import__("prmkd.data.dataset", fromlist=["prepare"]).prepare(cfg.data, log=pipe.log)
+    pipe.stage_teachers()
+    names = list(pipe.caches)
+    sets = [s.split("+") for s in args.teacher_sets] if args.teacher_sets is not None else \
+        [names] + ([[n] for n in names] if len(names) > 1 else [])
+    d = cfg.distill
+    best = {"teachers": names, **{k: getattr(d, k) for k in GRID}}
+    tried: dict[str, dict] = {}
+    runs = []
+
+    def score(setting: dict) -> float:
+        key = tag(setting)
+        if key in tried:
+            return tried[key]["valid_ndcg@10"]
+        vals, tests = [], []
+        for s in args.seeds:
+            kd = pipe.kd(setting["teachers"], **{k: setting[k] for k in GRID})
+            out = pipe.layout.extra("tuning", key, s).path
+            res = pipe.train_run(pipe.run_cfg(cfg.student, s, out, kd))
+            vals.append(res["metrics"]["valid"]["ndcg@10"])
+            tests.append(res["metrics"]["test"]["ndcg@10"])
+            runs.append({"name": f"prmkd-{cfg.student}", "role": "distilled", "dataset": pipe.ds.name, "seed": s,
+                         "setting": setting, "run_dir": str(out), "config": res["config"]["distill"],
+                         "metrics": res["metrics"], "timing": res["timing"]})
+        tried[key] = {"setting": dict(setting), "valid_ndcg@10": sum(vals) / len(vals),
+                      "test_ndcg@10": sum(tests) / len(tests), "seeds": args.seeds}
+        pipe.log(f"tuning {key}: valid ndcg@10 {tried[key]['valid_ndcg@10']:.4f}")
+        return tried[key]["valid_ndcg@10"]
+
+    steps = []
+    for coord in args.order:
+        options = sets if coord == "teachers" else GRID[coord]
+        scores = {}
+        for v in options:
+            setting = {**best, coord: v}
+            if coord == "epsilon" and len(setting["teachers"]) < 3:
+                continue  # the consistency rule needs three teachers: epsilon changes nothing
+            scores[str(v)] = (v, score(setting))
+        if scores:
+            chosen = max(scores.values(), key=lambda x: x[1])[0]
+            best = {**best, coord: chosen}
+            steps.append({"coordinate": coord, "valid_ndcg@10": {k: s for k, (_, s) in scores.items()},
+                          "chosen": chosen})
+    plain = []
+    for s in args.seeds:
+        out = pipe.layout.baseline(cfg.student, s).path
+        res = pipe.train_run(pipe.run_cfg(cfg.student, s, out))
+        plain.append(res["metrics"])
+    result = {**hdr, "pipeline_config": args.config, "overrides": args.overrides, "seeds": args.seeds,
+              "method": __doc__.strip().splitlines()[0], "order": args.order, "grid": GRID,
+              "teacher_sets": sets, "steps": steps, "chosen": best, "settings_tried": list(tried.values()),
+              "plain_student_valid_ndcg@10": sum(m["valid"]["ndcg@10"] for m in plain) / len(plain),
+              "runs": runs, "comparisons": [], "script_seconds": round(time.time() - t0, 1)}
+    write_json(RESULTS / f"tuning_{cfg.name}.json", result)
+
+
+if __name__ == "__main__":
+    main()
