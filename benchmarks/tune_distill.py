@@ -1,7 +1,7 @@
 """Choose PRM-KD's settings on the validation split only, by coordinate ascent from the config's settings.
 
-    python benchmarks/tune_distill.py configs/ml100k.toml --seeds 0 1       # -> benchmarks/results/tuning_ml100k.json
-    python benchmarks/tune_distill.py configs/scientific.toml --seeds 0     # -> benchmarks/results/tuning_scientific.json
+    python benchmarks/tune_distill.py configs/ml100k.toml --seeds 0 1    # -> benchmarks/results/tuning_ml100k.json
+    python benchmarks/tune_distill.py configs/scientific.toml --seeds 0  # -> .../tuning_scientific.json
 
 The pipeline's teachers are built (or reused) and its student is distilled with one setting changed at a time,
 holding the others at the best found so far, in the order of --order (each parameter once: which teachers, lambda,
