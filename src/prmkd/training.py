@@ -28,6 +28,7 @@ from .env import resolve_device
 from .errors import PrmkdError
 from .evaluation import evaluate
 from .experiment.layout import RunDir
+from . import parallel
 from .io import write_atomic
 
 class Loss:
@@ -117,9 +118,14 @@ def set_rng_state(st: dict, device) -> None:
 
 
 def write_training_checkpoint(path: Path, model, opt, state: dict, device, fingerprint: str, **extra) -> None:
-    """Model, optimizer, loop state and every RNG, so that a resumed run continues exactly."""
-    save_checkpoint(path, {"model": model.state_dict(), "optimizer": opt.state_dict(), "state": state,
-                           "rng": rng_state(device), "fingerprint": fingerprint, **extra})
+    """Model, optimizer, loop state and every RNG, so that a resumed run continues exactly. With several ranks,
+    every rank calls it: rank 0 writes the file, with the RNG states of every rank."""
+    d = parallel.env()
+    rng = parallel.gather(rng_state(device)) if d.active else rng_state(device)
+    if d.main:
+        save_checkpoint(path, {"model": model.state_dict(), "optimizer": opt.state_dict(), "state": state,
+                               "rng": rng, "fingerprint": fingerprint, "world_size": d.world, **extra})
+    parallel.barrier()
 
 
 def resume_training(path: Path, model, opt, device, fingerprint: str, log) -> dict | None:
@@ -132,15 +138,21 @@ def resume_training(path: Path, model, opt, device, fingerprint: str, log) -> di
     if ck.get("fingerprint") != fingerprint:
         log(f"ignoring {path}: it belongs to another configuration")
         return None
+    d = parallel.env()
+    if ck.get("world_size", 1) != d.world:
+        log(f"ignoring {path}: it was written by {ck.get('world_size', 1)} process(es), this run has {d.world}")
+        return None
     model.load_state_dict(ck["model"])
     opt.load_state_dict(ck["optimizer"])
-    set_rng_state(ck["rng"], device)
+    set_rng_state(ck["rng"][d.rank] if d.active else ck["rng"], device)
     return ck
 
 
 def optimizer_step(model, opt, loss: torch.Tensor, grad_clip: float, where: str) -> float:
-    """Backward, clip, step; returns the loss value. A NaN or infinite loss raises before anything changes."""
-    value = loss.item()
+    """Backward, clip, step; returns the loss value (with several ranks, the whole batch's: the mean of the ranks'
+    weighted losses). A NaN or infinite loss raises, on every rank, before anything changes."""
+    d = parallel.env()
+    value = loss.item() if not d.active else parallel.all_sum(loss.detach().clone()).item() / d.world
     if not math.isfinite(value):
         raise TrainingDiverged(f"the training loss became {value} at {where}; the step was not taken (lower "
                                f"train.lr, or set train.grad_clip); the last checkpoint is intact")
@@ -150,6 +162,22 @@ def optimizer_step(model, opt, loss: torch.Tensor, grad_clip: float, where: str)
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     opt.step()
     return value
+
+
+class _Objective(torch.nn.Module):
+    """The training loss as a module's forward, so that DistributedDataParallel sees every computation of a step
+    (models are driven through encode / own_loss / candidate_scores, not forward)."""
+
+    def __init__(self, model: torch.nn.Module, loss_fn):
+        super().__init__()
+        self.model, self.loss_fn = model, loss_fn
+
+    def forward(self, batch: SeqBatch, weight: float) -> torch.Tensor:
+        return self.loss_fn(self.model, batch) * weight
+
+
+def _quiet(msg: str) -> None:
+    """The log of ranks other than 0."""
 
 
 def _copy_into(params: list[torch.Tensor], values: list[torch.Tensor]) -> None:
@@ -169,7 +197,10 @@ def fit(model: torch.nn.Module, ds: SeqDataset, cfg: TrainConfig, out_dir: Path,
     run = RunDir(out_dir)
     run.path.mkdir(parents=True, exist_ok=True)
     eval_cfg = eval_cfg or EvalConfig()
-    device = resolve_device(cfg.device)
+    d = parallel.init(resolve_device(cfg.device).type)
+    device = parallel.device_for(cfg.device, d)
+    if not d.main:
+        log = _quiet
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     deterministic_on_cpu(device)
@@ -180,6 +211,16 @@ def fit(model: torch.nn.Module, ds: SeqDataset, cfg: TrainConfig, out_dir: Path,
     params = [p for p in model.parameters() if p.requires_grad]  # frozen weights need no average
     ema = [p.detach().clone() for p in params] if cfg.ema > 0 else None
     stateful = loss_fn if isinstance(loss_fn, Loss) else None
+    if d.active:  # each rank its part of every global batch, gradients averaged by DistributedDataParallel
+        from torch.nn.parallel import DistributedDataParallel
+
+        ddp = DistributedDataParallel(_Objective(model, loss_fn), device_ids=[device] if device.type == "cuda"
+                                      else None, find_unused_parameters=model.ddp_find_unused)
+        steps = lambda ep, start: batches.shards(ep, start, d.rank, d.world)  # noqa: E731
+        objective = lambda m, b, w: ddp(b, w)  # noqa: E731
+    else:
+        steps = lambda ep, start: ((s, b, 1.0) for s, b in batches.epoch(ep, start))  # noqa: E731
+        objective = lambda m, b, w: loss_fn(m, b)  # noqa: E731
 
     state = {"epoch": 0, "step": 0, "best": -math.inf, "best_epoch": -1, "best_valid": {}, "bad": 0,
              "elapsed": 0.0, "time_to_best": 0.0, "history": [], "epoch_train_seconds": []}
@@ -189,14 +230,16 @@ def fit(model: torch.nn.Module, ds: SeqDataset, cfg: TrainConfig, out_dir: Path,
         if ema is not None:
             _copy_into(ema, ck["ema"])
         if stateful is not None and ck.get("loss_state"):
-            stateful.load_state(ck["loss_state"])
+            stateful.load_state(ck["loss_state"][d.rank] if d.active else ck["loss_state"])
         log(f"resuming from {run.checkpoint} (epoch {state['epoch']}, step {state['step']})")
-    else:
+    elif d.main:
         run.best.unlink(missing_ok=True)
+    parallel.barrier()
 
     def checkpoint():
+        loss_state = stateful.state() if stateful is not None else {}
         write_training_checkpoint(run.checkpoint, model, opt, state, device, fingerprint, ema=ema,
-                                  loss_state=stateful.state() if stateful is not None else {})
+                                  loss_state=parallel.gather(loss_state) if d.active else loss_state)
 
     show_bar = cfg.progress and sys.stderr.isatty()
     state.setdefault("stopped", "")  # why training ended; kept, so a resumed run does not train past it
@@ -211,8 +254,8 @@ def fit(model: torch.nn.Module, ds: SeqDataset, cfg: TrainConfig, out_dir: Path,
             from tqdm import tqdm
 
             bar = tqdm(total=len(batches), initial=state["step"], desc=f"epoch {epoch}", leave=False, file=sys.stderr)
-        for step, batch in batches.epoch(epoch, state["step"]):
-            loss = loss_fn(model, batch.to(device))
+        for step, batch, weight in steps(epoch, state["step"]):
+            loss = objective(model, batch.to(device), weight)
             value = optimizer_step(model, opt, loss, cfg.grad_clip, f"epoch {epoch}, step {step}")
             if ema is not None:
                 with torch.no_grad():
@@ -241,15 +284,17 @@ def fit(model: torch.nn.Module, ds: SeqDataset, cfg: TrainConfig, out_dir: Path,
             if ema is not None:  # validate (and keep) the average
                 live = [p.detach().clone() for p in params]
                 _copy_into(params, ema)
-            res = evaluate(model, ds, "valid", eval_cfg, device)
-            record["valid"] = res.metrics
+            metrics = evaluate(model, ds, "valid", eval_cfg, device).metrics if d.main else None
+            metrics = parallel.broadcast(metrics)  # rank 0 validates; every rank takes the same decision
+            record["valid"] = metrics
             record["eval_seconds"] = round(time.perf_counter() - t1, 3)
-            score = res.metrics["ndcg@10"]
+            score = metrics["ndcg@10"]
             state["elapsed"] += time.perf_counter() - t0
             if score > state["best"]:
-                state.update(best=score, best_epoch=epoch, best_valid=res.metrics, bad=0,
+                state.update(best=score, best_epoch=epoch, best_valid=metrics, bad=0,
                              time_to_best=state["elapsed"])
-                save_checkpoint(run.best, {"model": model.state_dict(), "epoch": epoch, "valid": res.metrics})
+                if d.main:
+                    save_checkpoint(run.best, {"model": model.state_dict(), "epoch": epoch, "valid": metrics})
             else:
                 state["bad"] += 1
             if live is not None:
@@ -259,6 +304,7 @@ def fit(model: torch.nn.Module, ds: SeqDataset, cfg: TrainConfig, out_dir: Path,
         state["history"].append(record)
         state["epoch"], state["step"] = epoch + 1, 0
         state["cur"] = {"loss": 0.0, "n": 0, "seconds": 0.0}
+        state["elapsed"] = parallel.broadcast(state["elapsed"])  # the time budget: rank 0's clock decides
         if state["bad"] >= cfg.patience and state["epoch"] >= cfg.min_epochs:
             state["stopped"] = f"early stop (no better validation NDCG@10 for {cfg.patience} evaluations)"
         elif cfg.max_minutes and state["elapsed"] > 60 * cfg.max_minutes and state["epoch"] < cfg.epochs:
@@ -270,6 +316,7 @@ def fit(model: torch.nn.Module, ds: SeqDataset, cfg: TrainConfig, out_dir: Path,
             (f"  valid ndcg@10 {v:.4f}  recall@10 {record['valid']['recall@10']:.4f}" if v is not None else "") +
             ("  *" if state["best_epoch"] == epoch else ""))
     stopped = state["stopped"] or "max epochs"
+    parallel.barrier()
     if not run.best.exists():
         raise PrmkdError(f"{run.path}: training ended without a validated model (no best.pt)")
     model.load_state_dict(torch.load(run.best, map_location=device, weights_only=False)["model"])

@@ -43,3 +43,34 @@ def only_overrides(overrides: list[str], section: str, command: str) -> None:
 
 def command_line() -> str:
     return "prmkd " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+def nproc_arg(p) -> None:
+    p.add_argument("--nproc", type=int, default=1, metavar="N",
+                   help="train data-parallel in N processes (torchrun on this machine; gloo on CPU, nccl on GPU)")
+
+
+def relaunched(args) -> bool:
+    """With --nproc N > 1 outside torchrun: run this same command in N processes and exit with their status."""
+    import sys
+
+    from .. import parallel
+
+    if args.nproc < 1:
+        from ..errors import ConfigError
+
+        raise ConfigError(f"--nproc {args.nproc}: expected 1 or more processes")
+    if args.nproc == 1 or parallel.env().active:
+        return False
+    argv = sys.argv[1:]
+    i = next(k for k, a in enumerate(argv) if a == "--nproc" or a.startswith("--nproc="))
+    argv = argv[:i] + argv[i + (1 if "=" in argv[i] else 2):]
+    raise SystemExit(parallel.launch(args.nproc, argv))
+
+
+def emit_main(obj) -> None:
+    """`emit` on rank 0 only (the other ranks of a data-parallel run say nothing)."""
+    from .. import parallel
+
+    if parallel.env().main:
+        emit(obj)

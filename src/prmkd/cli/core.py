@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from ..errors import PrmkdError
-from .common import config_args, emit, log, only_overrides
+from .common import config_args, emit, emit_main, log, nproc_arg, only_overrides, relaunched
 
 
 def _run_config(args, extra: list[str] | None = None):
@@ -27,6 +27,7 @@ def cmd_prepare(args) -> None:
 
 
 def cmd_train(args) -> None:
+    relaunched(args)
     extra = [f"model.name={json.dumps(args.model)}"] if args.model else []
     cfg = _run_config(args, extra)
     if cfg.distill.teachers:
@@ -34,10 +35,11 @@ def cmd_train(args) -> None:
     from ..experiment.runner import train_run
 
     res = train_run(cfg, restart=args.restart, log=log)
-    emit({"run": res["name"], "metrics": res["metrics"], "timing": res["timing"]})
+    emit_main({"run": res["name"], "metrics": res.get("metrics"), "timing": res.get("timing")})
 
 
 def cmd_distill(args) -> None:
+    relaunched(args)
     extra = []
     if args.student:
         extra.append(f"model.name={json.dumps(args.student)}")
@@ -49,7 +51,8 @@ def cmd_distill(args) -> None:
     from ..experiment.runner import train_run
 
     res = train_run(cfg, restart=args.restart, log=log)
-    emit({"run": res["name"], "metrics": res["metrics"], "timing": res["timing"], "distill": res.get("distill")})
+    emit_main({"run": res["name"], "metrics": res.get("metrics"), "timing": res.get("timing"),
+               "distill": res.get("distill")})
 
 
 def cmd_evaluate(args) -> None:
@@ -85,6 +88,7 @@ def register(sub) -> None:
     p.add_argument("--model", help="sasrec | gru4rec | bert4rec | fm | deepfm | lightgcn (or set model.name)")
     p.add_argument("--restart", action="store_true", help="train again even if the run is finished, or replace "
                                                           "another finished run in its folder")
+    nproc_arg(p)
     config_args(p)
     p.set_defaults(func=cmd_train)
 
@@ -92,6 +96,7 @@ def register(sub) -> None:
     p.add_argument("--student", help="student model name (or set model.name)")
     p.add_argument("--teachers", nargs="+", help="teacher cache folders")
     p.add_argument("--restart", action="store_true")
+    nproc_arg(p)
     config_args(p)
     p.set_defaults(func=cmd_distill)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .common import emit, log, only_overrides, set_args
+from .common import emit, emit_main, log, nproc_arg, only_overrides, relaunched, set_args
 
 
 def _config(args):
@@ -41,12 +41,13 @@ def cmd_pretrain(args) -> None:
 
 
 def cmd_finetune(args) -> None:
+    relaunched(args)
     from ..teachers.build import run_finetune, run_pretrain
 
     cfg = _config(args)
     path, rec = run_pretrain(cfg, log=log)
     _, _, res = run_finetune(cfg, path, rec, log=log, restart=args.restart)
-    emit({"metrics": res["metrics"], "timing": res["timing"]})
+    emit_main({"metrics": res.get("metrics"), "timing": res.get("timing")})
 
 
 def cmd_export(args) -> None:
@@ -100,6 +101,7 @@ def register(sub) -> None:
     with_config(q)
     q.add_argument("--no-pretrain", action="store_true", help="start from scratch (ignore [[sources]])")
     q.add_argument("--restart", action="store_true")
+    nproc_arg(q)
     q.set_defaults(func=cmd_finetune)
 
     q = tsub.add_parser("export", help="write the teacher cache (building what is missing); --to writes the "

@@ -132,6 +132,25 @@ class TrainBatches:
         for step in range(start_step, len(batches)):
             yield step, make_seq_batch(self.ds, self.windows[batches[step]], self.inst_offsets)
 
+    def instances(self, idx: np.ndarray) -> int:
+        """Training instances counted in the windows `idx` (targets at positions a+1..b from `first` on)."""
+        w = self.windows[idx]
+        return int((w[:, 2] - np.maximum(w[:, 1] + 1, w[:, 3]) + 1).clip(min=0).sum())
+
+    def shards(self, epoch: int, start_step: int, rank: int, world: int):
+        """(step, this rank's part of the global batch, weight) for data-parallel training: the global batches
+        are those of `epoch` (the same on every rank), each cut into `world` contiguous parts; `weight` =
+        world x this part's share of the batch's instances, so that the average over ranks of weight x (mean loss of
+        the part) is the mean loss of the whole batch. A rank left without windows (a last batch smaller than the
+        world) reads one window with weight 0."""
+        batches = self.order(epoch)
+        for step in range(start_step, len(batches)):
+            idx = batches[step]
+            part = np.array_split(idx, world)[rank]
+            total = self.instances(idx)
+            weight = world * self.instances(part) / max(total, 1) if len(part) else 0.0
+            yield step, make_seq_batch(self.ds, self.windows[part if len(part) else idx[:1]], self.inst_offsets), weight
+
 
 def eval_batches(ds: SeqDataset, split: str, batch_size: int, users: np.ndarray | None = None):
     """EvalBatch per `batch_size` users (all users by default), histories capped at max_len."""

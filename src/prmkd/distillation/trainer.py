@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .. import parallel
 from ..config import DistillConfig, to_dict
 from ..data.batches import SeqBatch
 from ..data.dataset import SeqDataset
@@ -79,7 +80,8 @@ class KDLoss(Loss):
         own = model.own_loss(enc)
         keep = enc.instance_ids >= 0
         ids, targets = enc.instance_ids[keep], enc.targets[keep]
-        cands, _ = candidate_set(targets, cfg.candidates, self.ds.n_items, cfg.unique_candidates)
+        # with several ranks, the in-batch candidates are the whole global batch's targets, as in one process
+        cands, _ = candidate_set(parallel.all_cat(targets), cfg.candidates, self.ds.n_items, cfg.unique_candidates)
         with torch.no_grad():
             t_logits = torch.empty(len(self.caches), len(ids), len(cands), device=dev)  # (K, N, C)
             for k, c in enumerate(self.caches):

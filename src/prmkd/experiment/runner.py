@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .. import parallel
 from ..config import DISTILL_ADDED_LATER, EvalConfig, RunConfig, from_dict, to_dict, train_key, without_later_options
 from ..data.dataset import SeqDataset, prepare
 from ..env import check_device, environment, resolve_device
@@ -108,9 +109,18 @@ def train_and_test(model, ds: SeqDataset, *, train_cfg, eval_cfg, out: Path, nam
     `restart`: train again even when this run is finished. `replace`: a finished run of another configuration in
     the folder is replaced (the pipeline, which owns its folders, does this); otherwise it is refused."""
     run = RunDir(out)
+    d = parallel.init(resolve_device(train_cfg.device).type)
     if not restart and (done := finished(run.path, fp)):
         log(f"{run.path}: already finished (fingerprint {fp}); pass --restart to train again")
         return done
+    if not d.main:  # rank 0 prepares the folder and writes the results; the others train beside it
+        parallel.barrier()
+        fit(model, ds, train_cfg, run.path, eval_cfg=eval_cfg, loss_fn=loss_fn or default_loss, fingerprint=fp,
+            log=log)
+        if isinstance(loss_fn, Loss) and extra and "distill" in extra:
+            parallel.gather(loss_fn.state())
+        parallel.barrier()
+        return {"name": name, "rank": d.rank}
     if run.results.exists():
         old = read_json(run.results, "results file")
         if not (restart or replace):
@@ -123,7 +133,9 @@ def train_and_test(model, ds: SeqDataset, *, train_cfg, eval_cfg, out: Path, nam
         _clear(run)
     run.path.mkdir(parents=True, exist_ok=True)
     write_json(run.config, config)
-    log(f"{name} on {ds.name}: {count_parameters(model):,} parameters -> {run.path}")
+    parallel.barrier()
+    log(f"{name} on {ds.name}: {count_parameters(model):,} parameters -> {run.path}" +
+        (f" ({d.world} processes)" if d.active else ""))
     t0 = time.time()
     fr = fit(model, ds, train_cfg, run.path, eval_cfg=eval_cfg, loss_fn=loss_fn or default_loss, fingerprint=fp,
              log=log)
@@ -135,7 +147,8 @@ def train_and_test(model, ds: SeqDataset, *, train_cfg, eval_cfg, out: Path, nam
     save_per_user(run.per_user("test"), test)
     save_per_user(run.per_user("valid"), valid)
     if isinstance(loss_fn, Loss) and extra and "distill" in extra:
-        extra = {**extra, "distill": {**extra["distill"], "stats": loss_fn.state().get("stats", {})}}
+        states = parallel.gather(loss_fn.state()) if d.active else [loss_fn.state()]
+        extra = {**extra, "distill": {**extra["distill"], "stats": _summed([st.get("stats", {}) for st in states])}}
     results = {
         "name": name, "role": role, "dataset": ds.name, "seed": train_cfg.seed, "config": config, "fingerprint": fp,
         "metrics": {"valid": valid.metrics, "test": test.metrics},
@@ -143,16 +156,27 @@ def train_and_test(model, ds: SeqDataset, *, train_cfg, eval_cfg, out: Path, nam
                    "best_epoch": fr.best_epoch, "epochs": fr.epochs_run,
                    "time_to_best_seconds": round(fr.time_to_best, 2), "test_eval_seconds": round(test_seconds, 3),
                    "wall_seconds_this_session": round(time.time() - t0, 2)},
-        "stopped": fr.stopped, "budget_ended": fr.budget_ended, "parameters": count_parameters(model),
+        "stopped": fr.stopped, "budget_ended": fr.budget_ended, "world_size": d.world,
+        "parameters": count_parameters(model),
         "eval": test.settings, "dataset_summary": ds.summary(), "environment": environment(),
         "history": fr.history, **(extra or {}),
     }
     write_json(run.results, results)
     run.checkpoint.unlink(missing_ok=True)  # the finished run keeps best.pt only
+    parallel.barrier()
     m = test.metrics
     log(f"test: recall@10 {m['recall@10']:.4f}  ndcg@10 {m['ndcg@10']:.4f}  (best epoch {fr.best_epoch}, "
         f"{fr.train_seconds:.0f}s)" + ("  [ended by its time budget]" if fr.budget_ended else ""))
     return results
+
+
+def _summed(stats: list[dict]) -> dict:
+    """Counts of several ranks added up (numbers, and dicts of numbers, key by key)."""
+    out: dict = {}
+    for st in stats:
+        for k, v in st.items():
+            out[k] = _summed([out.get(k, {}), v]) if isinstance(v, dict) else out.get(k, 0) + v
+    return out
 
 
 def _loss_for(cfg: RunConfig, ds: SeqDataset):

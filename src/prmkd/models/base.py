@@ -33,6 +33,7 @@ class Recommender(nn.Module):
 
     n_items: int
     keyed_by = "history"  # what a served model reads of a user: "history" (its items) or "user" (the trained user id)
+    ddp_find_unused = False  # data-parallel training: some parameters get no gradient in a step (DDP must look)
 
     def encode(self, batch: SeqBatch) -> Encoded:
         raise NotImplementedError

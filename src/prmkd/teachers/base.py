@@ -31,6 +31,8 @@ class TeacherFamily:
     added_later: ClassVar[dict] = {}
     # parameters that only pre-training trains (fine-tuning freezes them): the contract test allows them no gradient
     pretrain_only: ClassVar[tuple[str, ...]] = ()
+    # pre-training runs on `training.fit`, and so data-parallel like fine-tuning; else rank 0 pre-trains alone
+    pretrain_parallel: ClassVar[bool] = True
 
     # ---- configuration
     def config(self, options: dict, prefix: str = "teacher."):

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from .. import parallel
 from ..config import DataConfig, EvalConfig, TrainConfig, to_dict, train_key
 from ..data.dataset import SeqDataset, cache_root, prepare
 from ..env import environment, now
@@ -91,6 +92,14 @@ def run_pretrain(cfg: TeacherRunConfig, log=logger.info) -> tuple[Path | None, d
         log(f"pre-training already done: {folder}")
         return Path(rec["weights"]), rec
     folder.mkdir(parents=True, exist_ok=True)
+    from ..env import resolve_device
+
+    d = parallel.init(resolve_device(cfg.pretrain.device).type)
+    if d.active and not fam.pretrain_parallel:  # rank 0 pre-trains alone, the others wait and read its record
+        if d.main:
+            run_pretrain_alone(cfg, log)
+        parallel.barrier()
+        return run_pretrain(cfg, log)
     t0 = time.time()
     log(f"pre-training {cfg.family} on {', '.join(s.name for s in sources)}")
     seed_everything(cfg.pretrain.seed)
@@ -107,8 +116,21 @@ def run_pretrain(cfg: TeacherRunConfig, log=logger.info) -> tuple[Path | None, d
         if isinstance(ck, dict) and "steps" in ck:
             rec.update(train_seconds=ck.get("train_seconds"), steps=ck["steps"],
                        budget_ended=bool(ck.get("budget_ended")))
-    write_json(done, rec)
+    if d.main:
+        write_json(done, rec)
+    parallel.barrier()
     return path, rec
+
+
+def run_pretrain_alone(cfg: TeacherRunConfig, log) -> None:
+    """`run_pretrain` in this process only (rank 0 of a data-parallel run whose family pre-trains in one process)."""
+    import os
+
+    saved = {k: os.environ.pop(k) for k in ("WORLD_SIZE", "RANK", "LOCAL_RANK") if k in os.environ}
+    try:
+        run_pretrain(cfg, log)
+    finally:
+        os.environ.update(saved)
 
 
 def run_finetune(cfg: TeacherRunConfig, pretrained: Path | None, pre_rec: dict, log=logger.info, restart=False):
@@ -171,8 +193,12 @@ def run_export(cfg: TeacherRunConfig, model, ds: SeqDataset, results: dict, log=
 
 
 def build_teacher(cfg: TeacherRunConfig, log=logger.info, restart: bool = False) -> Path:
-    """All three stages; returns the cache folder."""
+    """All three stages; returns the cache folder. With several ranks, rank 0 exports."""
     pretrained, rec = run_pretrain(cfg, log)
     model, ds, res = run_finetune(cfg, pretrained, rec, log, restart=restart)
-    return run_export(cfg, model, ds, res, log)
+    folder = teacher_dir(cfg, ds).cache
+    if parallel.env().main:
+        folder = run_export(cfg, model, ds, res, log)
+    parallel.barrier()
+    return folder
 

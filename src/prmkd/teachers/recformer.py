@@ -263,6 +263,7 @@ class Packed:
 
 class RecformerTeacher(Recommender):
     Config = RecformerConfig
+    ddp_find_unused = True  # the masked-LM head trains only in pre-training
 
     def __init__(self, cfg: RecformerConfig, bert, tok, bank: ItemBank, plm_id: str = ""):
         super().__init__()
@@ -730,6 +731,7 @@ class Recformer(TeacherFamily):
     similarity = SIMILARITY
     finetune_only = FINETUNE_ONLY
     pretrain_only = ("mlm_transform.", "mlm_bias", "mask_vec")  # masked LM only: fine-tuning never reaches them
+    pretrain_parallel = False  # its step-based loop runs in one process
 
     def build(self, cfg: RecformerConfig, ds: SeqDataset, cache_dir):
         return build(cfg, ds, cache_dir)
