@@ -614,3 +614,14 @@ def test_image_features_join(tmp_path):
     # the cached copy gives the same matrix and mask back
     again = prepare(DataConfig(path=str(sci), features=[feat], cache_dir=str(tmp_path)), log=None)
     assert np.array_equal(again.features["image"][0], X) and np.array_equal(again.features["image"][1], has)
+
+
+def test_unisrec_id_only_folder_reads_without_text(tmp_path):
+    """An ID-only UniSRec folder (Office: test rows and item2index, no .text / .item) is a dataset whose items
+    have no text."""
+    (tmp_path / "o.item2index").write_text("A\t0\nB\t1\nC\t2\nD\t3\n")
+    (tmp_path / "o.test.inter").write_text("user_id:token\titem_id_list:token_seq\titem_id:token\n"
+                                           "0\t0 1 2\t3\n1\t3 2\t1\n")
+    ds = build(DataConfig(path=str(tmp_path)))
+    assert ds.n_items == 4 and ds.n_users == 2 and not any(ds.item_text[1:])
+    assert [ds.item_keys[i - 1] for i in ds.seq(0)] == ["A", "B", "C", "D"]

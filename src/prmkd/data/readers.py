@@ -265,18 +265,22 @@ def read_unisrec(folder: Path, name: str = "") -> RawData:
                 key = keys[iid] if keys else row["item_id"]
                 _unique(item_p, lines, key, lineno)
                 items[key] = {k: v for k, v in row.items() if k != "item_id"}
+    elif keys is not None:  # an ID-only dataset: the index names every item, none has text
+        items = {k: {} for k in keys.values()}
     else:
-        raise DataError(folder, f"expected an item table '{name}.text' or '{name}.item'")
+        raise DataError(folder, f"expected an item table '{name}.text' or '{name}.item', or at least "
+                                f"'{name}.item2index'")
 
     if keys is None:  # ids are the integers themselves
         for k in items:
             _int(text_p or item_p, lines[k], k, f"item_id (there is no '{name}.item2index' to map it)")
         n_items = max(int(k) for k in items) + 1 if items else 0
         keys = {i: str(i) for i in range(n_items)}
-    item_table = (text_p or item_p).name
+    item_table = (text_p or item_p or index_p).name
     missing = [k for k in keys.values() if k not in items]
     if missing:
-        raise DataError(text_p or item_p, f"{len(missing)} items of the index have no row here, e.g. '{missing[0]}'")
+        raise DataError(text_p or item_p or index_p, f"{len(missing)} items of the index have no row here, e.g. "
+                                                     f"'{missing[0]}'")
 
     test_rows = _read_seq_file(test_p, len(keys), item_table)
     valid_rows = {u: (h, i) for u, h, i, _ in _read_seq_file(valid_p, len(keys), item_table)} if valid_p else {}
