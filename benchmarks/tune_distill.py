@@ -49,7 +49,9 @@ def main() -> None:
 
     os.chdir(ROOT)
     from prmkd.experiment.pipeline import Pipeline, load_pipeline
+    from prmkd.log import setup_logging
 
+    setup_logging()
     t0 = time.time()
     hdr = header()
     cfg = load_pipeline(args.config, args.overrides)

@@ -89,7 +89,7 @@ def rank_batch(model, batch, n_items: int, max_elements: int, mask_history: bool
     if len(chunks) == 1:
         s = _chunk(model.score_items(state, 1, n_items + 1), history, t, 1, n_items + 1, mask_history)
         ts = s.gather(1, (t - 1)[:, None])  # (B, 1)
-        return (s > ts).sum(1) + (s == ts).sum(1) - 1
+        return (s >= ts).sum(1) - 1  # items scored higher + other items scored equal (one pass over the scores)
     # several chunks: first find each target's own score (in its chunk), then count
     ts = torch.empty(B, 1, dtype=torch.float64, device=t.device)  # holds any score dtype exactly
     for lo, hi in chunks:
@@ -97,13 +97,11 @@ def rank_batch(model, batch, n_items: int, max_elements: int, mask_history: bool
         if inside.any():
             s = model.score_items(state, lo, hi)
             ts[inside] = s[inside].gather(1, (t[inside] - lo)[:, None]).to(ts.dtype)
-    greater = torch.zeros(B, dtype=torch.long, device=t.device)
-    equal = torch.zeros(B, dtype=torch.long, device=t.device)
+    at_least = torch.zeros(B, dtype=torch.long, device=t.device)
     for lo, hi in chunks:
         s = _chunk(model.score_items(state, lo, hi), history, t, lo, hi, mask_history)
-        greater += (s > ts).sum(1)
-        equal += (s == ts).sum(1)
-    return greater + equal - 1
+        at_least += (s >= ts).sum(1)
+    return at_least - 1
 
 
 @torch.no_grad()

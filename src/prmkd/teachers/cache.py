@@ -16,6 +16,7 @@ Distillation then applies its own tau on top (Eq. 1): s = softmax(logit / tau) o
 from __future__ import annotations
 
 import json
+import mmap
 import uuid
 from pathlib import Path
 
@@ -138,12 +139,22 @@ def check_manifest(m, path: Path) -> dict:
     return m
 
 
-def load_array(path: Path, mmap: bool = True) -> np.ndarray:
+RELEASE_BYTES = 64 << 20  # mappings at least this large give their pages back after every gather
+
+
+def _release(arr: np.ndarray) -> None:
+    """madvise(MADV_DONTNEED) on a large read-only memory map: its pages leave this process's resident set."""
+    m = getattr(arr, "_mmap", None)
+    if m is not None and arr.nbytes >= RELEASE_BYTES and hasattr(mmap, "MADV_DONTNEED"):
+        m.madvise(mmap.MADV_DONTNEED)
+
+
+def load_array(path: Path, mapped: bool = True) -> np.ndarray:
     """A .npy array (memory-mapped by default); a missing, truncated or foreign file is one line naming it."""
     if not path.exists():
         raise PrmkdError(f"{path}: missing (a teacher cache needs {', '.join(k + '.npy' for k in ARRAYS)})")
     try:
-        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+        return np.load(path, mmap_mode="r" if mapped else None, allow_pickle=False)
     except (ValueError, EOFError, OSError) as e:
         raise PrmkdError(f"{path}: not a readable .npy array (truncated or damaged: {e})") from None
 
@@ -193,9 +204,14 @@ class TeacherCache:
         return self
 
     def rows(self, split: str, ids: torch.Tensor) -> torch.Tensor:
-        """(N, d) float32 rows of `split` ("train" instance ids, or "valid" / "test" users), on the cache's device."""
+        """(N, d) float32 rows of `split` ("train" instance ids, or "valid" / "test" users), on the cache's device.
+        The pages read are handed back to the kernel after the gather (they stay in its page cache), so a pass
+        over a cache larger than memory never makes the process hold it."""
         idx = ids.detach().cpu().numpy()
-        return torch.from_numpy(self._rows(self._np[split][idx])).to(self.device, non_blocking=True)
+        arr = self._np[split]
+        out = torch.from_numpy(self._rows(arr[idx])).to(self.device, non_blocking=True)
+        _release(arr)
+        return out
 
     def logits(self, split: str, instance_ids: torch.Tensor, candidates: torch.Tensor,
                out: torch.Tensor | None = None) -> torch.Tensor:
