@@ -22,5 +22,5 @@ def test_readme_is_a_front_page_whose_test_command_is_what_ci_runs():
     ci = (ROOT / ".ci" / "run").read_text().strip().splitlines()[-1]
     readme_test = next(ln for ln in readme.splitlines() if "pytest -q" in ln and ln.startswith("python3 -m venv"))
     assert ci.replace(" -q ", " ").replace("pip install -q", "pip install") == readme_test.strip()
-    for page in ("method", "teachers", "results", "history", "recformer", "CONTRACTS"):
+    for page in ("method", "teachers", "serving", "scale", "results", "history", "recformer", "CONTRACTS"):
         assert (ROOT / "docs" / f"{page}.md").exists() and f"docs/{page}.md" in readme
