@@ -38,6 +38,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--mode", default="live", choices=["live", "table"],
+                    help="live: the pipeline's teacher (every item re-encoded with gradients at every step, every "
+                         "position trained); table: the item table frozen within an epoch, 2 positions per window")
     args = ap.parse_args()
 
     import torch
@@ -52,9 +55,13 @@ def main() -> None:
     dcfg = DataConfig(path=str(DATA))
     ds = prepare(dcfg)
     seed_everything(0)
-    base = recformer.build(recformer.preset("cpu"), ds, cache_root(dcfg))
+    mode = {"finetune_loss": "live", "positions_per_window": 0} if args.mode == "live" else {}
+    base = recformer.build(recformer.preset("cpu", **mode), ds, cache_root(dcfg))
     models = {"float32": base, "bfloat16": copy.deepcopy(base)}
-    models["bfloat16"].cfg = recformer.preset("cpu", bf16=True)
+    models["bfloat16"].cfg = recformer.preset("cpu", bf16=True, **mode)
+    from prmkd.env import bf16_native
+
+    native = bf16_native("cpu")  # without it, `bf16 = true` runs in float32 (recformer.use_bf16) and says so
     opts = {k: torch.optim.Adam(m.parameters(), lr=1e-4) for k, m in models.items()}
     batches = [b for _, b in TrainBatches(ds, args.batch_size, seed=0).epoch(0)][: args.steps + 2]
     times: dict[str, list[float]] = {k: [] for k in models}
@@ -90,8 +97,11 @@ def main() -> None:
     top_b = scores["bfloat16"].topk(10, dim=1).indices
     overlap = sum(len(set(a.tolist()) & set(b.tolist())) for a, b in zip(top_f, top_b)) / (10 * len(top_f))
     med = {k: statistics.median(v) for k, v in times.items()}
-    doc = {**header({"cpu_bf16_flags": cpu_flags(), "torch_threads": args.threads}),
-           "dataset": "Scientific_UniSRec", "config": "recformer.preset('cpu') (the CPU configuration)",
+    doc = {**header({"cpu_bf16_flags": cpu_flags(), "torch_threads": args.threads, "bf16_native": native}),
+           "dataset": "Scientific_UniSRec", "mode": args.mode,
+           "config": f"recformer.preset('cpu', **{mode}) (the CPU configuration"
+                     + (", as configs/scientific.toml's teacher)" if args.mode == "live" else ", table mode)"),
+           "bf16_autocast_used": native,
            "batch_size": args.batch_size, "steps_per_round": args.steps, "rounds": args.rounds,
            "train_step_seconds_median": {k: round(v, 4) for k, v in med.items()},
            "train_step_speedup_bf16": round(med["float32"] / med["bfloat16"], 2),
