@@ -284,3 +284,32 @@ def test_the_fused_teacher_ranker_equals_a_slow_reference(tmp_path):
     twice = ceiling([perfect, TeacherCache(perfect.folder, ds)], ds, DistillConfig(), EvalConfig())
     assert len(twice) == 1 and twice[0]["metrics"]["ndcg@10"] == 1.0
     assert len(ceiling(caches, ds, cfg, EvalConfig())) == 4  # all three, and each of the three pairs
+
+
+def test_max_instances_bounds_the_kd_instances_and_keeps_fingerprints_while_off(tmp_path, monkeypatch):
+    from prmkd.config import RunConfig
+    from prmkd.experiment.runner import fingerprint
+
+    ds = cyclic_dataset()
+    cache = oracle_cache(ds, tmp_path / "c", 1, "oracle")
+    model = SASRec(SASRecConfig(hidden_size=16, layers=1), ds.n_items, ds.max_len)
+    batch = next(TrainBatches(ds, 32, 0).epoch(0))[1]
+    n = int(batch.counted.sum())
+    capped = KDLoss(DistillConfig(teachers=[str(cache)], max_instances=50), ds)
+    capped(model, batch).backward()
+    assert n > 50 and capped.state()["stats"]["instances"] == 50
+    full = KDLoss(DistillConfig(teachers=[str(cache)]), ds)
+    full(model, batch)
+    assert full.state()["stats"]["instances"] == n
+    # with the option off, a distilled run keeps the fingerprint it had before the option existed (the value
+    # computed by the code of that time, for this dataset and a fixed cache identity)
+    import prmkd.teachers.cache as tc
+
+    monkeypatch.setattr(tc, "cache_identity", lambda folder: {"build": "b", "teacher_fingerprint": "t"})
+    rc = RunConfig(model={"name": "sasrec", "hidden_size": 16}, distill=DistillConfig(teachers=["c"]))
+    on = RunConfig(model={"name": "sasrec", "hidden_size": 16}, distill=DistillConfig(teachers=["c"],
+                                                                                      max_instances=50))
+    assert fingerprint(rc, ds) == FINGERPRINT_BEFORE_MAX_INSTANCES and fingerprint(on, ds) != fingerprint(rc, ds)
+
+
+FINGERPRINT_BEFORE_MAX_INSTANCES = "9be7da1fd01c3608"  # computed by the code before the option existed

@@ -98,6 +98,9 @@ class DistillConfig:
     teacher_weights: Any = "valid_ndcg"  # valid_ndcg | uniform | [w1, w2, ...]
     student_temperature: float = 1.0  # the student's p uses its own logits / this
     kl: str = "reverse"  # reverse (paper Eq. 5: sum p log p/q) | forward (sum q log q/p)
+    max_instances: int = 0  # > 0: L_KD on at most this many instances of each batch, drawn at random, whose targets
+    #                         are the candidates (a batch of thousands of instances makes nearly the whole catalogue
+    #                         in-batch; 0 = every instance, as the paper)
 
 
 @dataclass
@@ -217,6 +220,7 @@ RULES: dict[str, tuple] = {
     "users": (_non_negative, "an integer >= 0 (0 = all)"),
     "kcore": (_non_negative, "an integer >= 0 (0 = off)"),
     "max_elements": (_at_least_one, "an integer >= 1"),
+    "max_instances": (_non_negative, "an integer >= 0 (0 = every instance)"),
     "mrr_k": (_at_least_one, "an integer >= 1"),
     "hidden_size": (_at_least_one, "an integer >= 1"),
     "embedding_size": (_at_least_one, "an integer >= 1"),
@@ -296,7 +300,7 @@ TRAIN_ADDED_LATER = {"ema": 0.0}
 # data options added after prepared datasets were cached, with their "off" value (the cache key leaves them out)
 DATA_ADDED_LATER = {"drop_short_users": False}
 # distillation options added after runs were fingerprinted, each with the value that leaves the method as it was
-DISTILL_ADDED_LATER: dict = {}
+DISTILL_ADDED_LATER: dict = {"max_instances": 0}
 
 
 def train_key(t: TrainConfig | dict) -> dict:

@@ -78,7 +78,11 @@ class KDLoss(Loss):
         self._place(dev)
         enc = model.encode(batch)
         own = model.own_loss(enc)
-        keep = enc.instance_ids >= 0
+        keep = (enc.instance_ids >= 0).nonzero()[:, 0]  # (N,) the instances the caches have rows for
+        d = parallel.env()
+        cap = -(-cfg.max_instances // d.world) if cfg.max_instances else 0  # this rank's share of the cap
+        if cap and len(keep) > cap:  # a random subset of the batch carries L_KD (torch's RNG: resumable)
+            keep = keep[torch.randperm(len(keep), device=keep.device)[:cap].sort().values]
         ids, targets = enc.instance_ids[keep], enc.targets[keep]
         # with several ranks, the in-batch candidates are the whole global batch's targets, as in one process
         cands, _ = candidate_set(parallel.all_cat(targets), cfg.candidates, self.ds.n_items, cfg.unique_candidates)
