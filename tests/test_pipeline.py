@@ -268,3 +268,24 @@ def test_sweeps_reuse_the_main_runs_and_give_the_best_value_more_seeds(tmp_path,
     assert pipe.best_points["temperature"]["value"] == 2.0
     main_points = [r for r in pipe.runs if (r.get("sweep") or {}).get("main")]
     assert sorted(r["seed"] for r in main_points) == [0, 1, 2]
+
+
+def test_a_run_finished_elsewhere_in_the_pipeline_is_copied_not_trained(tmp_path):
+    from conftest import write_tiny_table
+    from prmkd.config import DataConfig, TrainConfig
+    from prmkd.data.dataset import prepare
+    from prmkd.experiment.pipeline import Pipeline, PipelineConfig
+
+    inter, items = write_tiny_table(tmp_path)
+    data = DataConfig(path=str(inter), items=str(items), max_len=8, cache_dir=str(tmp_path / "cache"))
+    cfg = PipelineConfig(name="c", out=str(tmp_path / "p"), data=data, models={"sasrec": {"hidden_size": 8}},
+                         train=TrainConfig(epochs=1, batch_size=16, progress=False))
+    logs = []
+    pipe = Pipeline(cfg, log=logs.append)
+    pipe.ds = prepare(data, log=None)
+    first = pipe.train_run(pipe.run_cfg("sasrec", 0, pipe.layout.extra("tuning", "x", 0).path))
+    again = Pipeline(cfg, log=logs.append)  # a later process: it finds the run by reading the folder
+    again.ds = pipe.ds
+    second = again.train_run(again.run_cfg("sasrec", 0, again.layout.baseline("sasrec", 0).path))
+    assert second["metrics"] == first["metrics"] and any("copied" in m for m in logs)
+    assert (again.layout.baseline("sasrec", 0).best).exists()

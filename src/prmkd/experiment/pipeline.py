@@ -110,6 +110,7 @@ class Pipeline:
         self.missing: list[str] = []
         self._main_points: set = set()
         self.best_points: dict = {}  # swept parameter -> its best value on validation (stage_sweeps)
+        self._finished: dict[str, Path] | None = None  # see finished_runs
         self.log = log or info
         self.out = Path(cfg.out) if cfg.out else Path("runs") / cfg.name
         self.layout = PipelineLayout(self.out)
@@ -131,16 +132,37 @@ class Pipeline:
                          distill=distill or DistillConfig(), out=str(out))
 
     def train_run(self, rc: RunConfig) -> dict | None:
-        """Train (or reuse) one run; with `collect_only`, only a finished run's results (None otherwise)."""
-        if self.collect_only:
-            from .runner import finished, fingerprint
+        """Train (or reuse) one run; with `collect_only`, only a finished run's results (None otherwise). A
+        finished run of the same fingerprint elsewhere in the pipeline's folder (a tuning run that is also a
+        sweep point, say) is copied, not trained again."""
+        from .runner import finished, fingerprint
 
-            done = finished(Path(rc.out), fingerprint(rc, self.ds))
+        fp = fingerprint(rc, self.ds)
+        if finished(Path(rc.out), fp) is None and (twin := self.finished_runs().get(fp)) is not None:
+            self.log(f"{rc.out}: the same run is finished in {twin}: copied")
+            copy_run(twin, Path(rc.out))
+        if self.collect_only:
+            done = finished(Path(rc.out), fp)
             if done is None:
                 self.log(f"{rc.out}: not finished, left out (collect only)")
                 self.missing.append(str(rc.out))
             return done
-        return train_run(rc, self.ds, log=self.log, replace=True)
+        res = train_run(rc, self.ds, log=self.log, replace=True)
+        self._finished[fp] = Path(rc.out)
+        return res
+
+    def finished_runs(self) -> dict[str, Path]:
+        """fingerprint -> folder of every finished run under the pipeline's folder (read once)."""
+        if self._finished is None:
+            self._finished = {}
+            for res in sorted(self.out.glob("**/results.json")):
+                try:
+                    fp = read_json(res).get("fingerprint")
+                except PrmkdError:
+                    continue
+                if fp and (res.parent / "best.pt").exists():
+                    self._finished.setdefault(fp, res.parent)
+        return self._finished
 
     def record(self, res: dict | None, out: Path | RunDir, group: str, ablation: str | None = None,
                sweep: dict | None = None):
@@ -480,6 +502,24 @@ def build_teachers_parallel(pipe: Pipeline, jobs: int) -> None:
     if errors:
         raise PrmkdError("parallel teacher build failed: " + "; ".join(errors) +
                          " (finished stages are kept; rerun to resume, or add --jobs 1 to see the error inline)")
+
+
+def copy_run(src: Path, dest: Path) -> None:
+    """A finished run folder's files into `dest` (hard links where the file system allows); results.json last, so
+    an interrupted copy is an unfinished run."""
+    import os
+    import shutil
+
+    dest.mkdir(parents=True, exist_ok=True)
+    files = sorted((f for f in src.iterdir() if f.is_file() and f.name != "checkpoint.pt"),
+                   key=lambda f: f.name == "results.json")
+    for f in files:
+        target = dest / f.name
+        target.unlink(missing_ok=True)
+        try:
+            os.link(f, target)
+        except OSError:
+            shutil.copy2(f, target)
 
 
 def check_stages(stages: list[str]) -> list[str]:
