@@ -14,6 +14,9 @@ chosen is written down, not applied: put it in the config (its defaults) by hand
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -42,11 +45,10 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--order", nargs="+", default=["teachers", *GRID])
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--jobs", type=int, default=2, help="runs at a time (one thread each)")
     ap.add_argument("--teacher-sets", nargs="*", default=None,
                     help="teacher subsets to try, names joined by '+' (default: all, and each one alone)")
     args = ap.parse_args()
-    import os
-
     os.chdir(ROOT)
     from prmkd.experiment.pipeline import Pipeline, load_pipeline
     from prmkd.log import setup_logging
@@ -66,34 +68,65 @@ def main() -> None:
     tried: dict[str, dict] = {}
     runs = []
 
+    def launch(setting: dict, seed: int) -> subprocess.Popen | None:
+        """`prmkd distill` of one setting and seed in its own process (None when it is already finished)."""
+        from prmkd.config import to_dict
+        from prmkd.experiment.runner import finished, fingerprint
+
+        kd = pipe.kd(setting["teachers"], **{k: setting[k] for k in GRID})
+        out = pipe.layout.extra("tuning", tag(setting), seed).path
+        rc = pipe.run_cfg(cfg.student, seed, out, kd)
+        if finished(out, fingerprint(rc, pipe.ds)):
+            return None
+        out.mkdir(parents=True, exist_ok=True)
+        spec = out.with_suffix(".json")
+        spec.write_text(json.dumps(to_dict(rc)))
+        log = open(out.with_suffix(".log"), "w")
+        return subprocess.Popen([sys.executable, "-m", "prmkd.cli", "distill", "--config", str(spec)],
+                                stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+    def run_all(settings: list[dict]) -> None:
+        """Every (setting, seed) not yet finished, --jobs at a time."""
+        todo = [(st, sd) for st in settings for sd in args.seeds]
+        running: list[subprocess.Popen] = []
+        while todo or running:
+            while todo and len(running) < args.jobs:
+                p = launch(*todo.pop(0))
+                if p is not None:
+                    running.append(p)
+            for p in list(running):
+                if p.poll() is not None:
+                    running.remove(p)
+                    if p.returncode != 0:
+                        raise SystemExit(f"a tuning run failed: {p.args} (see its .log beside the run folder)")
+            time.sleep(1)
+
     def score(setting: dict) -> float:
+        from prmkd.io import read_json
+
         key = tag(setting)
-        if key in tried:
-            return tried[key]["valid_ndcg@10"]
-        vals, tests = [], []
-        for s in args.seeds:
-            kd = pipe.kd(setting["teachers"], **{k: setting[k] for k in GRID})
-            out = pipe.layout.extra("tuning", key, s).path
-            res = pipe.train_run(pipe.run_cfg(cfg.student, s, out, kd))
-            vals.append(res["metrics"]["valid"]["ndcg@10"])
-            tests.append(res["metrics"]["test"]["ndcg@10"])
-            runs.append({"name": f"prmkd-{cfg.student}", "role": "distilled", "dataset": pipe.ds.name, "seed": s,
-                         "setting": setting, "run_dir": str(out), "config": res["config"]["distill"],
-                         "metrics": res["metrics"], "timing": res["timing"]})
-        tried[key] = {"setting": dict(setting), "valid_ndcg@10": sum(vals) / len(vals),
-                      "test_ndcg@10": sum(tests) / len(tests), "seeds": args.seeds}
-        pipe.log(f"tuning {key}: valid ndcg@10 {tried[key]['valid_ndcg@10']:.4f}")
+        if key not in tried:
+            vals, tests = [], []
+            for s in args.seeds:
+                out = pipe.layout.extra("tuning", key, s)
+                res = read_json(out.results)
+                vals.append(res["metrics"]["valid"]["ndcg@10"])
+                tests.append(res["metrics"]["test"]["ndcg@10"])
+                runs.append({"name": f"prmkd-{cfg.student}", "role": "distilled", "dataset": pipe.ds.name, "seed": s,
+                             "setting": setting, "run_dir": str(out.path), "config": res["config"]["distill"],
+                             "metrics": res["metrics"], "timing": res["timing"]})
+            tried[key] = {"setting": dict(setting), "valid_ndcg@10": sum(vals) / len(vals),
+                          "test_ndcg@10": sum(tests) / len(tests), "seeds": args.seeds}
+            pipe.log(f"tuning {key}: valid ndcg@10 {tried[key]['valid_ndcg@10']:.4f}")
         return tried[key]["valid_ndcg@10"]
 
     steps = []
     for coord in args.order:
         options = sets if coord == "teachers" else GRID[coord]
-        scores = {}
-        for v in options:
-            setting = {**best, coord: v}
-            if coord == "epsilon" and len(setting["teachers"]) < 3:
-                continue  # the consistency rule needs three teachers: epsilon changes nothing
-            scores[str(v)] = (v, score(setting))
+        candidates = [{**best, coord: v} for v in options
+                      if not (coord == "epsilon" and len(best["teachers"]) < 3)]  # epsilon needs three teachers
+        run_all(candidates)
+        scores = {str(st[coord]): (st[coord], score(st)) for st in candidates}
         if scores:
             chosen = max(scores.values(), key=lambda x: x[1])[0]
             best = {**best, coord: chosen}
