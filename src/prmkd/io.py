@@ -90,3 +90,12 @@ def read_json(path: Path, what: str = "JSON file") -> Any:
 def content_hash(obj) -> str:
     """16 hex digits of the SHA-256 of `obj` as sorted-key JSON (values JSON cannot hold written as strings)."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

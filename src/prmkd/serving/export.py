@@ -18,7 +18,6 @@ is written to a temporary folder beside OUT and moved into place whole.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import time
@@ -32,20 +31,12 @@ from .. import __version__
 from ..data.batches import EvalBatch, eval_batches
 from ..errors import PrmkdError
 from ..experiment.layout import RunDir
-from ..io import read_json, write_json
+from ..io import file_sha256, read_json, write_json
 from ..log import info
 
 FORMAT = "prmkd-export"
 FORMAT_VERSION = 1
 OPSET = 17
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def check_out(out: Path) -> None:
@@ -199,7 +190,7 @@ def export_run(run_dir: Path, out: Path, *, dtype: str = "float32", approximate:
             np.save(tmp / "seen_offsets.npy", ds.seq_offsets.astype(np.int64))
             np.save(tmp / "seen_items.npy", ds.seq_items.astype(np.int32))
         for f in sorted(tmp.iterdir()):
-            files[f.name] = {"sha256": sha256(f), "bytes": f.stat().st_size}
+            files[f.name] = {"sha256": file_sha256(f), "bytes": f.stat().st_size}
         manifest = {
             "format": FORMAT, "version": FORMAT_VERSION, "prmkd_version": __version__,
             "model": cfg.model.get("name"), "model_config": results["config"]["model"], "role": results["role"],

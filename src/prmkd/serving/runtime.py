@@ -12,7 +12,6 @@ the history (or the user's known items); unknown item ids are an `UnknownItems` 
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import PrmkdError
+from ..io import file_sha256
 
 
 class ServingError(PrmkdError):
@@ -37,14 +37,6 @@ class UnknownItems(ServingError):
 class Request:
     history: list | None = None
     user: str | None = None
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class Recommender:
@@ -66,7 +58,7 @@ class Recommender:
         if verify:
             for name, f in self.manifest["files"].items():
                 p = self.folder / name
-                if not p.exists() or _sha256(p) != f["sha256"]:
+                if not p.exists() or file_sha256(p) != f["sha256"]:
                     raise PrmkdError(f"{p}: missing or changed since export (checksum mismatch)")
         m = self.manifest
         self.n_items, self.keyed_by, self.score = m["n_items"], m["keyed_by"], m["score"]
