@@ -5,7 +5,7 @@
 
 The pipeline's teachers are built (or reused) and its student is distilled with one setting changed at a time,
 holding the others at the best found so far, in the order of --order (each parameter once: which teachers, lambda,
-tau, normalization, KL direction, student temperature, epsilon). A setting's score is its mean validation NDCG@10
+tau, normalization, KL direction, student temperature, epsilon, the cap on KD instances). A setting's score is its mean validation NDCG@10
 over --seeds; the best of each coordinate is kept. Test metrics are recorded but never looked at for the choice.
 Runs go to <pipeline out>/tuning/<setting>-seed<s> (fingerprinted like every run: a rerun reuses them). What is
 chosen is written down, not applied: put it in the config (its defaults) by hand, citing this file.
@@ -31,6 +31,7 @@ GRID = {
     "kl": ["reverse", "forward"],
     "student_temperature": [0.5, 1.0, 2.0],
     "epsilon": [0.01, 0.03, 0.1, 0.3],
+    "max_instances": [0, 512, 1024],  # 0 = every instance of the batch (cost, not only quality, is at stake)
 }
 
 
