@@ -5,10 +5,11 @@
 
 The pipeline's teachers are built (or reused) and its student is distilled with one setting changed at a time,
 holding the others at the best found so far, in the order of --order (each parameter once: which teachers, lambda,
-tau, normalization, KL direction, student temperature, epsilon, the cap on KD instances). A setting's score is its mean validation NDCG@10
-over --seeds; the best of each coordinate is kept. Test metrics are recorded but never looked at for the choice.
-Runs go to <pipeline out>/tuning/<setting>-seed<s> (fingerprinted like every run: a rerun reuses them). What is
-chosen is written down, not applied: put it in the config (its defaults) by hand, citing this file.
+tau, normalization, KL direction, student temperature, epsilon, the cap on KD instances). A setting's score is its
+mean validation NDCG@10 over --seeds; the best of each coordinate is kept. Test metrics are recorded but never
+looked at for the choice. Runs go to <pipeline out>/tuning/<setting>-seed<s> (fingerprinted like every run: a rerun
+reuses them). What is chosen is written down, not applied: put it in the config (its defaults) by hand, citing
+this file.
 """
 
 from __future__ import annotations
@@ -36,8 +37,9 @@ GRID = {
 
 
 def tag(setting: dict) -> str:
-    return "-".join(f"{k}={v}" for k, v in sorted(setting.items()) if k != "teachers") + \
-        f"-teachers={'+'.join(setting['teachers'])}"
+    """The folder name of a setting (the KD-instance cap left out while off: the names of earlier tunings hold)."""
+    return "-".join(f"{k}={v}" for k, v in sorted(setting.items()) if k != "teachers"
+                    and not (k == "max_instances" and v == 0)) + f"-teachers={'+'.join(setting['teachers'])}"
 
 
 def main() -> None:
