@@ -116,7 +116,8 @@ def create_app(rec: Recommender, max_body: int = MAX_BODY_BYTES) -> FastAPI:
         async def handler(request: Request):
             try:
                 body = await read_json(request)
-                return await run_in_threadpool(fn, body)  # ONNX Runtime and faiss release the GIL
+                # ONNX Runtime and faiss release the GIL; the answer is plain JSON (no jsonable_encoder pass)
+                return JSONResponse(await run_in_threadpool(fn, body))
             except Refused as e:
                 return _error(e.status, str(e))
             except ServingError as e:
