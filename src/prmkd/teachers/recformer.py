@@ -73,7 +73,7 @@ class RecformerConfig:
     pretrain_steps: int = 1500
     pretrain_batch_size: int = 64
     pretrain_lr: float = 1e-4
-    pretrain_minutes: float = 15.0  # stop pre-training after this much time (0 = steps only)
+    pretrain_minutes: float = 0.0  # > 0: also stop pre-training after this much time (0 = `pretrain_steps` only)
     bf16: bool = False  # bfloat16 autocast of the transformer (CPUs with AVX512-BF16, GPUs)
     plm_path: str = ""  # default: the all-MiniLM-L6-v2 package (see prmkd.teachers.plm)
 
