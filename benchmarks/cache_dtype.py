@@ -1,0 +1,92 @@
+"""Teacher caches in float16 against float32: the same PRM-KD student?
+
+    python benchmarks/cache_dtype.py configs/scientific.toml     # -> benchmarks/results/cache_dtype_scientific.json
+
+After `prmkd run CONFIG` has built the teachers and the main PRM-KD runs: every teacher cache is written again in
+float16 (the same rows, rounded) under <out>/teachers-float16/<teacher>/cache, the main PRM-KD run is repeated on
+the pipeline's seeds with those caches (nothing else changed), and the two are compared: test metrics per seed,
+mean and spread over seeds, a paired t-test over users, file sizes and the largest rounding error of a row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import RESULTS, ROOT, header, mean_std, write_json  # noqa: E402
+
+
+def to_float16(src: Path, dest: Path, ds) -> dict:
+    from prmkd.io import read_json
+    from prmkd.teachers.cache import ARRAYS, write_cache
+
+    man = read_json(src / "manifest.json")
+    if (dest / "manifest.json").exists() and read_json(dest / "manifest.json").get("source_build") == man["build_id"]:
+        arrays = None
+    else:
+        arrays = {k: np.load(src / f"{k}.npy") for k in ARRAYS}
+        keep = ("name", "family", "similarity", "temperature", "metrics", "parameters", "config")
+        write_cache(dest, ds=ds, dtype="float16", **{k: man[k] for k in keep if k in man}, **arrays,
+                    extra={"source_build": man["build_id"], "teacher_fingerprint": man.get("teacher_fingerprint")})
+    a32 = np.load(src / "train.npy", mmap_mode="r")
+    a16 = np.load(dest / "train.npy", mmap_mode="r")
+    err = float(np.abs(np.asarray(a16[:50000], np.float32) - np.asarray(a32[:50000], np.float32)).max())
+    return {"teacher": man["name"], "bytes_float32": sum((src / f"{k}.npy").stat().st_size for k in ARRAYS),
+            "bytes_float16": sum((dest / f"{k}.npy").stat().st_size for k in ARRAYS),
+            "max_abs_rounding_error_first_50k_train_rows": err}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("config")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    args = ap.parse_args()
+    os.chdir(ROOT)
+    from prmkd.data.dataset import prepare
+    from prmkd.experiment.pipeline import Pipeline, load_pipeline
+    from prmkd.experiment.stats import paired_test
+    from prmkd.io import read_json
+    from prmkd.log import setup_logging
+
+    setup_logging()
+    t0 = time.time()
+    hdr = header()
+    cfg = load_pipeline(args.config, args.overrides)
+    pipe = Pipeline(cfg)
+    pipe.ds = prepare(cfg.data, log=pipe.log)
+    pipe.stage_teachers()
+    caches32 = dict(pipe.caches)
+    sizes = {n: to_float16(Path(p), pipe.out / "teachers-float16" / n / "cache", pipe.ds) for n, p in caches32.items()}
+    caches16 = {n: pipe.out / "teachers-float16" / n / "cache" for n in caches32}
+    rows = {"float32": [], "float16": []}
+    for dtype, caches in (("float32", caches32), ("float16", caches16)):
+        pipe.caches = caches
+        for s in cfg.seeds:
+            out = pipe.layout.distilled(cfg.student, s).path if dtype == "float32" else \
+                pipe.layout.extra("cache-float16", f"prmkd-{cfg.student}", s).path
+            res = pipe.train_run(pipe.run_cfg(cfg.student, s, out, pipe.kd()))
+            rows[dtype].append({"name": f"prmkd-{cfg.student}-{dtype}-caches", "role": "distilled",
+                                "dataset": pipe.ds.name, "seed": s, "run_dir": str(out), "cache_dtype": dtype,
+                                "metrics": res["metrics"], "timing": res["timing"]})
+    summary = {d: {m: mean_std([r["metrics"]["test"][m] for r in rs]) for m in ("ndcg@10", "recall@10")}
+               for d, rs in rows.items()}
+    comps = [{"name": f"float16 caches vs float32 caches, {m}", "a": "float16", "b": "float32", "metric": m,
+              **paired_test([r["run_dir"] for r in rows["float16"]], [r["run_dir"] for r in rows["float32"]], m)}
+             for m in ("ndcg@10", "recall@10")]
+    within = all(abs(summary["float16"][m]["mean"] - summary["float32"][m]["mean"]) <= summary["float32"][m]["std"]
+                 for m in ("ndcg@10", "recall@10"))
+    write_json(RESULTS / f"cache_dtype_{cfg.name}.json", {
+        **hdr, "pipeline_config": args.config, "method": __doc__.strip(), "caches": sizes, "summary": summary,
+        "difference_within_one_seed_std": within, "runs": rows["float32"] + rows["float16"], "comparisons": comps,
+        "distill": read_json(Path(rows["float32"][0]["run_dir"]) / "results.json")["distill"],
+        "script_seconds": round(time.time() - t0, 1)})
+
+
+if __name__ == "__main__":
+    main()
