@@ -49,6 +49,7 @@ def main() -> None:
     ap.add_argument("--order", nargs="+", default=["teachers", *GRID])
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--jobs", type=int, default=2, help="runs at a time (one thread each)")
+    ap.add_argument("--out", help="results file (default: benchmarks/results/tuning_<pipeline name>.json)")
     ap.add_argument("--teacher-sets", nargs="*", default=None,
                     help="teacher subsets to try, names joined by '+' (default: all, and each one alone)")
     args = ap.parse_args()
@@ -145,7 +146,7 @@ def main() -> None:
               "teacher_sets": sets, "steps": steps, "chosen": best, "settings_tried": list(tried.values()),
               "plain_student_valid_ndcg@10": sum(m["valid"]["ndcg@10"] for m in plain) / len(plain),
               "runs": runs, "comparisons": [], "script_seconds": round(time.time() - t0, 1)}
-    write_json(RESULTS / f"tuning_{cfg.name}.json", result)
+    write_json(Path(args.out) if args.out else RESULTS / f"tuning_{cfg.name}.json", result)
 
 
 if __name__ == "__main__":
