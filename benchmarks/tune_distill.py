@@ -83,9 +83,9 @@ def main() -> None:
         if finished(out, fingerprint(rc, pipe.ds)):
             return None
         out.mkdir(parents=True, exist_ok=True)
-        spec = out.with_suffix(".json")
+        spec = out.parent / f"{out.name}.json"  # the name holds dots (tau=1.0): never with_suffix
         spec.write_text(json.dumps(to_dict(rc)))
-        log = open(out.with_suffix(".log"), "w")
+        log = open(out.parent / f"{out.name}.log", "w")
         return subprocess.Popen([sys.executable, "-m", "prmkd.cli", "distill", "--config", str(spec)],
                                 stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"})
 
@@ -102,7 +102,7 @@ def main() -> None:
                 if p.poll() is not None:
                     running.remove(p)
                     if p.returncode != 0:
-                        raise SystemExit(f"a tuning run failed: {p.args} (see its .log beside the run folder)")
+                        raise SystemExit(f"a tuning run failed: {p.args} (see the .log beside its run folder)")
             time.sleep(1)
 
     def score(setting: dict) -> float:
