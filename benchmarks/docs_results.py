@@ -206,8 +206,134 @@ def main_job(name: str = "benchmarks/report/ml100k/wall_time.json") -> str:
     return "\n".join(lines) + "\n"
 
 
+def variants(name: str = "prmkd_scientific.json") -> str:
+    """Ablations, swept values and fused-teacher rankers against the full PRM-KD (paired tests)."""
+    d = load(name)
+    if not d:
+        return missing(name)
+    lines = ["| variant | seeds | test NDCG@10 | full PRM-KD (same seeds) | change | paired p |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for c in d["comparisons"]:
+        n = str(c.get("name", ""))
+        if c.get("metric") != "ndcg@10" or not n.startswith(("ablation ", "sweep ", "fused-")):
+            continue
+        seeds = c.get("seeds") or [0]
+        lines.append(f"| {c['a'].removeprefix('ablation ').removeprefix('sweep ')} | {len(seeds)} | "
+                     f"{c['mean_a']:.4f} | {c['mean_b']:.4f} | {pct(c['value'])} | {p_value(c['p_value'])} |")
+    if len(lines) == 2:
+        return missing(name + " (ablations / sweeps)")
+    lines.append("\nEach variant against the full PRM-KD of the same seeds: two-sided paired t-test over users, "
+                 "per-user values averaged over seeds. " + source(name, d))
+    return "\n".join(lines) + "\n"
+
+
+def universality(name: str = "prmkd_scientific.json") -> str:
+    d = load(name)
+    if not d or not d.get("universality"):
+        return missing(name)
+    lines = ["| student | plain test NDCG@10 | PRM-KD test NDCG@10 | change | paired p |", "|---|---:|---:|---:|---:|"]
+    for m, u in d["universality"].items():
+        t = next((c for c in u.get("t_test", []) if c["metric"] == "ndcg@10"), None)
+        lines.append(f"| {LABEL.get(m, m)} | {ms(u['plain']['test']['ndcg@10'])} | "
+                     f"{ms(u['distilled']['test']['ndcg@10'])} | {pct(u['relative']['ndcg@10'])} | "
+                     f"{p_value(t['p_value']) if t else '–'} |")
+    return "\n".join(lines) + "\n\n" + source(name, d)
+
+
+def ceiling(name: str = "prmkd_scientific.json") -> str:
+    d = load(name)
+    if not d or not d.get("ceiling"):
+        return missing(name + " (ceiling)")
+    best = max(d["teachers"].items(), key=lambda kv: kv[1]["test"]["ndcg@10"])
+    lines = ["| ranker | test NDCG@10 | test Recall@10 |", "|---|---:|---:|",
+             f"| plain SASRec | {ms(d['main']['plain']['test']['ndcg@10'])} | "
+             f"{ms(d['main']['plain']['test']['recall@10'])} |",
+             f"| PRM-KD SASRec | {ms(d['main']['prmkd']['test']['ndcg@10'])} | "
+             f"{ms(d['main']['prmkd']['test']['recall@10'])} |",
+             f"| best single teacher ({LABEL.get(best[0], best[0])}) | {best[1]['test']['ndcg@10']:.4f} | "
+             f"{best[1]['test']['recall@10']:.4f} |"]
+    for n, c in d["ceiling"].items():
+        lines.append(f"| fused: {' + '.join(c['teachers'])} | {c['test']['ndcg@10']:.4f} | "
+                     f"{c['test']['recall@10']:.4f} |")
+    return "\n".join(lines) + "\n\nFused = Eq. 1-4 over every item, the distillation settings of the main runs. " + \
+        source(name, d)
+
+
+def tuning(name: str = "tuning_scientific.json") -> str:
+    d = load(name)
+    if not d:
+        return missing(name)
+    lines = [f"Coordinate ascent on validation NDCG@10 (mean over seeds {d['seeds']}), in this order; plain "
+             f"{d.get('pipeline_config')} student: {d['plain_student_valid_ndcg@10']:.4f}.", "",
+             "| coordinate | validation NDCG@10 of each value | chosen |", "|---|---|---|"]
+    for st in d["steps"]:
+        vals = ", ".join(f"{k}: {v:.4f}" for k, v in st["valid_ndcg@10"].items())
+        lines.append(f"| {st['coordinate']} | {vals} | {st['chosen']} |")
+    return "\n".join(lines) + "\n\n" + source(name, d)
+
+
+def serving(name: str = "serve_scientific.json") -> str:
+    d = load(name)
+    if not d:
+        return missing(name)
+    lines = ["| | plain SASRec | PRM-KD SASRec |", "|---|---:|---:|"]
+    par = d["parity"]
+    for key, label in (("max_relative_score_difference", "max relative score difference, ONNX Runtime vs torch"),
+                       ("top10_equal_share", "test users whose served top-10 equals the evaluator's"),
+                       ("top10_differ_otherwise", "users whose top-10 differs other than inside ties"),
+                       ("ndcg@10_serving_path", "test NDCG@10 through the serving path"),
+                       ("ndcg@10_run", "test NDCG@10 of the run")):
+        a, b = par["sasrec"][key], par["prmkd-sasrec"][key]
+        f = (lambda x: f"{x:.1e}") if "difference" in key else \
+            (lambda x: f"{x:.4f}" if isinstance(x, float) else str(x))
+        lines.append(f"| {label} | {f(a)} | {f(b)} |")
+    lines.append(f"| export size (bytes) | {sum(d['files']['sasrec'].values()):,} | "
+                 f"{sum(d['files']['prmkd-sasrec'].values()):,} |")
+    lines.append(f"| resident memory after the load test (MiB) | {d['memory']['sasrec']['rss_mib_after_load']} | "
+                 f"{d['memory']['prmkd-sasrec']['rss_mib_after_load']} |")
+    ap = d["approximate_index"]
+    lines.append(f"| HNSW recall@10 against the exact index | {ap['sasrec']['recall@10_vs_exact']} | "
+                 f"{ap['prmkd-sasrec']['recall@10_vs_exact']} |")
+    lines += ["", "| model | runtime | endpoint | concurrency | p50 ms | p95 ms | p99 ms | recommendations/s |",
+              "|---|---|---|---:|---:|---:|---:|---:|"]
+    for r in d["latency"]:
+        lines.append(f"| {LABEL.get(r['model'], r['model'])} | {r['runtime']} | {r['endpoint']} | {r['concurrency']} | "
+                     f"{r['p50_ms']} | {r['p95_ms']} | {r['p99_ms']} | {r.get('recommendations_per_second', '–')} |")
+    lines += [""] + [f"- {c['name']}: **{c['value']:.2f}**" for c in d["comparisons"]]
+    return "\n".join(lines) + "\n\n" + source(name, d)
+
+
+def scaling(name: str = "scaling.json") -> str:
+    d = load(name)
+    if not d:
+        return missing(name)
+    f = d["fitted_exponents"]
+    lines = [f"Fitted exponents (log cost against log interactions): epoch time {f['epoch_seconds_plain']:.2f} plain, "
+             f"{f['epoch_seconds_kd']:.2f} PRM-KD; peak memory {f['peak_rss_plain']:.2f} plain, {f['peak_rss_kd']:.2f} "
+             f"PRM-KD; evaluation time against users x items {f['eval_seconds_vs_users_x_items']:.2f}.", "",
+             "| dataset | interactions | mode | epoch s | eval s | peak MiB |", "|---|---:|---|---:|---:|---:|"]
+    for r in d["real"] + d["synthetic"]:
+        name_ = r.get("name") or f"synthetic {r['users_n']:,} x {r['items_n']:,}"
+        lines.append(f"| {name_} | {r['interactions']:,} | {r['mode']} | {r.get('epoch_seconds', '–')} | "
+                     f"{r.get('eval_seconds', '–')} | {r['peak_rss_mib']} |")
+    lines += [""] + [f"- {c['name']}: **{c['value']:.2f}**" for c in d["comparisons"]]
+    lines.append(f"\n![scaling](../benchmarks/results/{d['plot']})\n")
+    return "\n".join(lines) + "\n" + source(name, d)
+
+
+def simple_comparisons(name: str) -> str:
+    d = load(name)
+    if not d:
+        return missing(name)
+    return "\n".join(f"- {c['name']}: **{c['value']:.3f}**" + (f" (p = {p_value(c.get('p_value'))})"
+                                                              if c.get("p_value") is not None else "")
+                     for c in d["comparisons"]) + "\n\n" + source(name, d)
+
+
 BLOCKS = {"headline": headline, "main-scientific": main_table, "efficiency": efficiency,
-          "teacher-build": teacher_build, "recbole": recbole, "eval-speed": eval_speed, "main-job": main_job}
+          "teacher-build": teacher_build, "recbole": recbole, "eval-speed": eval_speed, "main-job": main_job,
+          "variants": variants, "universality": universality, "ceiling": ceiling, "tuning": tuning,
+          "serving": serving, "scaling": scaling, "comparisons": simple_comparisons}
 
 
 def render(text: str) -> str:
