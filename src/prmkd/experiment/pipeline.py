@@ -148,7 +148,7 @@ class Pipeline:
                 self.missing.append(str(rc.out))
             return done
         res = train_run(rc, self.ds, log=self.log, replace=True)
-        self._finished[fp] = Path(rc.out)
+        self.finished_runs()[fp] = Path(rc.out)
         return res
 
     def finished_runs(self) -> dict[str, Path]:
