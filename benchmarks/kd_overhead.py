@@ -39,7 +39,9 @@ def parts(model, loss, batches, rounds: int) -> dict:
             enc = model.encode(b)
             own = model.own_loss(enc)
             t1 = time.perf_counter()
-            keep = enc.instance_ids >= 0
+            keep = (enc.instance_ids >= 0).nonzero()[:, 0]
+            if cfg.max_instances and len(keep) > cfg.max_instances:  # as KDLoss does (one process)
+                keep = keep[torch.randperm(len(keep))[:cfg.max_instances].sort().values]
             ids, targets = enc.instance_ids[keep], enc.targets[keep]
             cands, _ = candidate_set(targets, cfg.candidates, ds.n_items, cfg.unique_candidates)
             with torch.no_grad():
@@ -62,7 +64,10 @@ def parts(model, loss, batches, rounds: int) -> dict:
     return {k: round(statistics.median(v), 5) for k, v in times.items()}
 
 
-def measure(folder: Path, steps: int, rounds: int, threads: int) -> dict:
+def measure(folder: Path, steps: int, rounds: int, threads: int, max_instances: int | None = None) -> dict:
+    """One folder's ratio; `max_instances` replaces the run's cap on KD instances per batch (None: the run's)."""
+    import dataclasses
+
     import torch
 
     from prmkd.data.batches import TrainBatches
@@ -77,6 +82,8 @@ def measure(folder: Path, steps: int, rounds: int, threads: int) -> dict:
     student = read_json(layout.config)["student"]
     plain, rc, ds = load_run(layout.baseline(student, 0).path, log=lambda m: None)
     kd_model, kd_rc, _ = load_run(layout.distilled(student, 0).path, ds, log=lambda m: None)
+    if max_instances is not None:
+        kd_rc.distill = dataclasses.replace(kd_rc.distill, max_instances=max_instances)
     loss = KDLoss(kd_rc.distill, ds)
     entries = [{"name": student, "model": plain, "batch_size": rc.train.batch_size, "bucket": rc.train.bucket},
                {"name": f"prmkd-{student}", "model": kd_model, "loss_fn": loss, "batch_size": kd_rc.train.batch_size,
@@ -102,14 +109,18 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=24)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--max-instances", type=int, nargs="+", default=None, metavar="N",
+                    help="also measure each folder with these caps on KD instances per batch (0: none)")
     ap.add_argument("--out", default=str(RESULTS / "kd_overhead.json"))
     args = ap.parse_args()
     import os
 
     os.chdir(ROOT)
     hdr = header()
-    rows = [measure(f, args.steps, args.rounds, args.threads) for f in args.folders]
-    comps = [{"name": f"{r['dataset']}: PRM-KD epoch / plain epoch (side by side, one process)",
+    caps = args.max_instances or [None]
+    rows = [measure(f, args.steps, args.rounds, args.threads, cap) for f in args.folders for cap in caps]
+    comps = [{"name": f"{r['dataset']}: PRM-KD epoch / plain epoch (side by side, one process; KD instances per "
+                      f"batch capped at {r['distill']['max_instances'] or 'none'})",
               "a": f"prmkd-{r['student']}", "b": r["student"], "metric": "epoch_seconds", "value": r["ratio"]}
              for r in rows]
     runs = [{"name": name, "role": "distilled" if name.startswith("prmkd-") else "baseline", "dataset": r["dataset"],

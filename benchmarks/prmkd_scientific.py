@@ -75,7 +75,13 @@ def main() -> None:
     teachers = {r["name"]: {"test": {k: round(r["metrics"]["test"][k], 6) for k in KEYS},
                             "valid_ndcg@10": round(r["metrics"]["valid"]["ndcg@10"], 6), "parameters": r["parameters"]}
                 for r in runs if r["name"].startswith("teacher-")}
-    baselines = {m: summarise(group(runs, name=m, group="main")) for m in cfg["baselines"]}
+    baselines = {m: summarise(group(runs, name=m, group="main")) for m in cfg["baselines"]
+                 if group(runs, name=m, group="main")}
+    not_run = {"baselines": [m for m in cfg["baselines"] if m not in baselines],
+               "ablations": not group(runs, group="ablation"),
+               "universality": [m for m in cfg["universality"] if not group(runs, name=m, group="universality")],
+               "sweeps": not group(runs, group="sweep"),
+               "runs_not_finished": summary.get("not_finished", [])}
     tests = [c for c in summary["comparisons"] if c["a"] == f"prmkd-{student}"]
     abl = {}
     for r in group(runs, group="ablation"):
@@ -127,7 +133,7 @@ def main() -> None:
            "teachers": teachers, "baselines": baselines,
            "main": {"student": student, "plain": plain, "prmkd": kd, "relative_improvement": relative(kd, plain),
                     "paired_t_tests": tests, "consistency_rule": rule},
-           "ablations": ablations, "universality": univ, "sweeps": sweeps,
+           "not_run": not_run, "ablations": ablations, "universality": univ, "sweeps": sweeps,
            "sweep_settings_with_seeds": sweep_settings,
            "sweep_best_on_validation": summary.get("sweep_best_on_validation", {}),
            "ceiling": {r["name"]: {"teachers": r["config"]["teachers"],
