@@ -79,7 +79,8 @@ def headline(name: str = "prmkd_scientific.json") -> str:
     for m in ("gru4rec", "bert4rec", "recguru"):
         if m in d.get("baselines", {}):
             b = d["baselines"][m]["test"]
-            rows.append((LABEL[m], ms(b["ndcg@10"]), ms(b["recall@10"]), "baseline"))
+            n = b["ndcg@10"].get("n", 1)
+            rows.append((LABEL[m], ms(b["ndcg@10"]), ms(b["recall@10"]), "baseline" + (" (1 seed)" if n == 1 else "")))
     rows.append((LABEL["sasrec"], ms(main["plain"]["test"]["ndcg@10"]), ms(main["plain"]["test"]["recall@10"]),
                  "the student, plain"))
     cmp = {c["metric"]: c for c in d["comparisons"] if c["name"] == "prmkd-sasrec vs sasrec"}
@@ -197,8 +198,8 @@ def main_job(name: str = "benchmarks/report/ml100k/wall_time.json") -> str:
     lines = [f"Last timed run from a fresh clone (`python benchmarks/main_job.py`): **{last['wall_seconds']:,.0f} s** "
              f"(environment, install and pipeline).", "",
              "| student | plain test NDCG@10 | PRM-KD test NDCG@10 | change | paired p |", "|---|---:|---:|---:|---:|"]
-    for c in s["comparisons"]:
-        if c["metric"] != "ndcg@10":
+    for c in s["comparisons"]:  # each student distilled against its plain twin (ablations and sweeps: docs/results.md)
+        if c["metric"] != "ndcg@10" or c["a"] != f"prmkd-{c['b']}":
             continue
         lines.append(f"| {LABEL.get(c['b'], c['b'])} | {c['mean_b']:.4f} | {c['mean_a']:.4f} | {pct(c['value'])} | "
                      f"{p_value(c['p_value'])} |")
