@@ -39,9 +39,7 @@ def parts(model, loss, batches, rounds: int) -> dict:
             enc = model.encode(b)
             own = model.own_loss(enc)
             t1 = time.perf_counter()
-            keep = (enc.instance_ids >= 0).nonzero()[:, 0]
-            if cfg.max_instances and len(keep) > cfg.max_instances:  # as KDLoss does (one process)
-                keep = keep[torch.randperm(len(keep))[:cfg.max_instances].sort().values]
+            keep = loss.kd_instances(enc)
             ids, targets = enc.instance_ids[keep], enc.targets[keep]
             cands, _ = candidate_set(targets, cfg.candidates, ds.n_items, cfg.unique_candidates)
             with torch.no_grad():

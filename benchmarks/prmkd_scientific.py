@@ -75,8 +75,7 @@ def main() -> None:
     teachers = {r["name"]: {"test": {k: round(r["metrics"]["test"][k], 6) for k in KEYS},
                             "valid_ndcg@10": round(r["metrics"]["valid"]["ndcg@10"], 6), "parameters": r["parameters"]}
                 for r in runs if r["name"].startswith("teacher-")}
-    baselines = {m: summarise(group(runs, name=m, group="main")) for m in cfg["baselines"]
-                 if group(runs, name=m, group="main")}
+    baselines = {m: summarise(rs) for m in cfg["baselines"] if (rs := group(runs, name=m, group="main"))}
     not_run = {"baselines": [m for m in cfg["baselines"] if m not in baselines],
                "ablations": not group(runs, group="ablation"),
                "universality": [m for m in cfg["universality"] if not group(runs, name=m, group="universality")],

@@ -78,11 +78,7 @@ class KDLoss(Loss):
         self._place(dev)
         enc = model.encode(batch)
         own = model.own_loss(enc)
-        keep = (enc.instance_ids >= 0).nonzero()[:, 0]  # (N,) the instances the caches have rows for
-        d = parallel.env()
-        cap = -(-cfg.max_instances // d.world) if cfg.max_instances else 0  # this rank's share of the cap
-        if cap and len(keep) > cap:  # a random subset of the batch carries L_KD (torch's RNG: resumable)
-            keep = keep[torch.randperm(len(keep), device=keep.device)[:cap].sort().values]
+        keep = self.kd_instances(enc)
         ids, targets = enc.instance_ids[keep], enc.targets[keep]
         # with several ranks, the in-batch candidates are the whole global batch's targets, as in one process
         cands, _ = candidate_set(parallel.all_cat(targets), cfg.candidates, self.ds.n_items, cfg.unique_candidates)
@@ -96,6 +92,16 @@ class KDLoss(Loss):
         kd = kd_loss(s_logits, q, cfg.kl)
         self._count(weights, own, kd)
         return own + cfg.kd_weight * kd
+
+    def kd_instances(self, enc) -> torch.Tensor:
+        """(N,) positions of the batch's instances that carry L_KD: those the caches have rows for, at most this
+        rank's share of `max_instances` of them (a random subset, drawn from torch's RNG: resumable)."""
+        cfg = self.cfg
+        keep = (enc.instance_ids >= 0).nonzero()[:, 0]
+        cap = -(-cfg.max_instances // parallel.env().world) if cfg.max_instances else 0
+        if cap and len(keep) > cap:
+            keep = keep[torch.randperm(len(keep), device=keep.device)[:cap].sort().values]
+        return keep
 
     @torch.no_grad()
     def _count(self, weights: torch.Tensor, own: torch.Tensor, kd: torch.Tensor) -> None:
