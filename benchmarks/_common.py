@@ -62,3 +62,44 @@ def mean_std(values: list[float]) -> dict:
 
 def log(msg: str) -> None:
     print(msg, flush=True)
+
+
+def student_variant(config: str, overrides: list[str], group: str, label: str, kd_changes: dict | None = None,
+                    caches: dict | None = None):
+    """The pipeline's main distilled student against one variant of it, on the pipeline's seeds.
+
+    The teachers must be built (`prmkd run CONFIG` has run). The main runs are read (or trained, if missing);
+    the variant's runs go to <out>/<group>/<label>-seed<s>, with `kd_changes` applied to the distillation
+    settings and, when given, other teacher caches (name -> folder). A run with the same fingerprint finished
+    anywhere in the pipeline (a tuning run, say) is copied instead of trained again. Returns (pipeline config,
+    rows, comparison), the comparison holding the mean and spread over seeds, the paired tests over users and
+    whether the variant's mean lies within one seed std of the main one."""
+    from prmkd.data.dataset import prepare
+    from prmkd.experiment.pipeline import Pipeline, load_pipeline
+    from prmkd.experiment.stats import paired_test
+
+    cfg = load_pipeline(config, overrides)
+    pipe = Pipeline(cfg)
+    pipe.ds = prepare(cfg.data, log=pipe.log)
+    pipe.stage_teachers()
+    rows = {"main": [], label: []}
+    for which in rows:
+        if which != "main" and caches is not None:
+            pipe.caches = dict(caches)
+        kd = pipe.kd() if which == "main" else pipe.kd(**(kd_changes or {}))
+        for s in cfg.seeds:
+            out = pipe.layout.distilled(cfg.student, s).path if which == "main" else \
+                pipe.layout.extra(group, label, s).path
+            res = pipe.train_run(pipe.run_cfg(cfg.student, s, out, kd))
+            rows[which].append({"name": f"prmkd-{cfg.student}" + ("" if which == "main" else f"-{label}"),
+                                "role": "distilled", "dataset": pipe.ds.name, "seed": s, "run_dir": str(out),
+                                "variant": which, "metrics": res["metrics"], "timing": res["timing"]})
+    metrics = ("ndcg@10", "recall@10")
+    summary = {w: {m: mean_std([r["metrics"]["test"][m] for r in rs]) for m in metrics} for w, rs in rows.items()}
+    comps = [{"name": f"{label} vs main, {m}", "a": label, "b": "main", "metric": m,
+              **paired_test([r["run_dir"] for r in rows[label]], [r["run_dir"] for r in rows["main"]], m)}
+             for m in metrics]
+    within = all(abs(summary[label][m]["mean"] - summary["main"][m]["mean"]) <= summary["main"][m]["std"]
+                 for m in metrics)
+    return cfg, rows, {"summary": summary, "comparisons": comps, "difference_within_one_seed_std": within,
+                       "runs": rows["main"] + rows[label]}

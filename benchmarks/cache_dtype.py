@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, ROOT, header, mean_std, write_json  # noqa: E402
+from _common import RESULTS, ROOT, header, student_variant, write_json  # noqa: E402
 
 
 def to_float16(src: Path, dest: Path, ds) -> dict:
@@ -50,7 +50,6 @@ def main() -> None:
     os.chdir(ROOT)
     from prmkd.data.dataset import prepare
     from prmkd.experiment.pipeline import Pipeline, load_pipeline
-    from prmkd.experiment.stats import paired_test
     from prmkd.io import read_json
     from prmkd.log import setup_logging
 
@@ -61,30 +60,12 @@ def main() -> None:
     pipe = Pipeline(cfg)
     pipe.ds = prepare(cfg.data, log=pipe.log)
     pipe.stage_teachers()
-    caches32 = dict(pipe.caches)
-    sizes = {n: to_float16(Path(p), pipe.out / "teachers-float16" / n / "cache", pipe.ds) for n, p in caches32.items()}
-    caches16 = {n: pipe.out / "teachers-float16" / n / "cache" for n in caches32}
-    rows = {"float32": [], "float16": []}
-    for dtype, caches in (("float32", caches32), ("float16", caches16)):
-        pipe.caches = caches
-        for s in cfg.seeds:
-            out = pipe.layout.distilled(cfg.student, s).path if dtype == "float32" else \
-                pipe.layout.extra("cache-float16", f"prmkd-{cfg.student}", s).path
-            res = pipe.train_run(pipe.run_cfg(cfg.student, s, out, pipe.kd()))
-            rows[dtype].append({"name": f"prmkd-{cfg.student}-{dtype}-caches", "role": "distilled",
-                                "dataset": pipe.ds.name, "seed": s, "run_dir": str(out), "cache_dtype": dtype,
-                                "metrics": res["metrics"], "timing": res["timing"]})
-    summary = {d: {m: mean_std([r["metrics"]["test"][m] for r in rs]) for m in ("ndcg@10", "recall@10")}
-               for d, rs in rows.items()}
-    comps = [{"name": f"float16 caches vs float32 caches, {m}", "a": "float16", "b": "float32", "metric": m,
-              **paired_test([r["run_dir"] for r in rows["float16"]], [r["run_dir"] for r in rows["float32"]], m)}
-             for m in ("ndcg@10", "recall@10")]
-    within = all(abs(summary["float16"][m]["mean"] - summary["float32"][m]["mean"]) <= summary["float32"][m]["std"]
-                 for m in ("ndcg@10", "recall@10"))
+    caches16 = {n: pipe.out / "teachers-float16" / n / "cache" for n in pipe.caches}
+    sizes = {n: to_float16(Path(p), caches16[n], pipe.ds) for n, p in pipe.caches.items()}
+    cfg, rows, comp = student_variant(args.config, args.overrides, "cache-float16", "float16-caches", caches=caches16)
     write_json(RESULTS / f"cache_dtype_{cfg.name}.json", {
-        **hdr, "pipeline_config": args.config, "method": __doc__.strip(), "caches": sizes, "summary": summary,
-        "difference_within_one_seed_std": within, "runs": rows["float32"] + rows["float16"], "comparisons": comps,
-        "distill": read_json(Path(rows["float32"][0]["run_dir"]) / "results.json")["distill"],
+        **hdr, "pipeline_config": args.config, "method": __doc__.strip(), "caches": sizes, **comp,
+        "distill": read_json(Path(rows["main"][0]["run_dir"]) / "results.json")["distill"],
         "script_seconds": round(time.time() - t0, 1)})
 
 

@@ -309,17 +309,43 @@ def scaling(name: str = "scaling.json") -> str:
     if not d:
         return missing(name)
     f = d["fitted_exponents"]
-    lines = [f"Fitted exponents (log cost against log interactions): epoch time {f['epoch_seconds_plain']:.2f} plain, "
-             f"{f['epoch_seconds_kd']:.2f} PRM-KD; peak memory {f['peak_rss_plain']:.2f} plain, {f['peak_rss_kd']:.2f} "
-             f"PRM-KD; evaluation time against users x items {f['eval_seconds_vs_users_x_items']:.2f}.", "",
-             "| dataset | interactions | mode | epoch s | eval s | peak MiB |", "|---|---:|---|---:|---:|---:|"]
+    modes = [k.removeprefix("epoch_seconds_") for k in f if k.startswith("epoch_seconds_")]
+    lines = ["Fitted exponents (least-squares slope of log cost against log interactions, over the real datasets):",
+             "", "| training | epoch time | peak memory |", "|---|---:|---:|"]
+    lines += [f"| {m} | {f['epoch_seconds_' + m]:.2f} | {f['peak_rss_' + m]:.2f} |" for m in modes]
+    lines += ["", f"Full-ranking evaluation time against users x items scored: exponent "
+              f"{f['eval_seconds_vs_users_x_items']:.2f}.", "",
+              "| dataset | users | items | interactions | mode | epoch s | eval s | gather ms/batch | peak MiB |",
+              "|---|---:|---:|---:|---|---:|---:|---:|---:|"]
     for r in d["real"] + d["synthetic"]:
-        name_ = r.get("name") or f"synthetic {r['users_n']:,} x {r['items_n']:,}"
-        lines.append(f"| {name_} | {r['interactions']:,} | {r['mode']} | {r.get('epoch_seconds', '–')} | "
-                     f"{r.get('eval_seconds', '–')} | {r['peak_rss_mib']} |")
+        name_ = r.get("name") or "synthetic"
+        lines.append(f"| {name_} | {r['users_n']:,} | {r['items_n']:,} | {r['interactions']:,} | {r['mode']} | "
+                     f"{r.get('epoch_seconds', '–')} | {r.get('eval_seconds', '–')} | "
+                     f"{r.get('gather_ms_per_batch', '–')} | {r['peak_rss_mib']} |")
+    for r in d.get("data_parallel") or []:
+        lines.append(f"| {r['dataset']} ({r['processes']} process(es) x 1 thread) | | | | plain | "
+                     f"{r['epoch_seconds']} | | | |")
     lines += [""] + [f"- {c['name']}: **{c['value']:.2f}**" for c in d["comparisons"]]
     lines.append(f"\n![scaling](../benchmarks/results/{d['plot']})\n")
     return "\n".join(lines) + "\n" + source(name, d)
+
+
+def variant_vs_main(name: str) -> str:
+    """One variant of the main distilled student against it, seed by seed (benchmarks/_common.student_variant)."""
+    d = load(name)
+    if not d:
+        return missing(name)
+    (label,) = [k for k in d["summary"] if k != "main"]
+    lines = ["| | test NDCG@10 | test Recall@10 | per seed (NDCG@10) |", "|---|---:|---:|---|"]
+    for k in ("main", label):
+        sm = d["summary"][k]
+        lines.append(f"| {'main PRM-KD' if k == 'main' else label} | {ms(sm['ndcg@10'])} | {ms(sm['recall@10'])} | "
+                     + ", ".join(f"{v:.4f}" for v in sm["ndcg@10"]["values"]) + " |")
+    lines += [""] + [f"- {c['name']}: {pct(c['value'])} (paired t-test over {c['n_users']:,} users, p = "
+                     f"{p_value(c['p_value'])})" for c in d["comparisons"]]
+    lines.append(f"- the variant's mean within one seed std of the main one on both metrics: "
+                 f"**{'yes' if d['difference_within_one_seed_std'] else 'no'}**")
+    return "\n".join(lines) + "\n\n" + source(name, d)
 
 
 def simple_comparisons(name: str) -> str:
@@ -334,7 +360,7 @@ def simple_comparisons(name: str) -> str:
 BLOCKS = {"headline": headline, "main-scientific": main_table, "efficiency": efficiency,
           "teacher-build": teacher_build, "recbole": recbole, "eval-speed": eval_speed, "main-job": main_job,
           "variants": variants, "universality": universality, "ceiling": ceiling, "tuning": tuning,
-          "serving": serving, "scaling": scaling, "comparisons": simple_comparisons}
+          "serving": serving, "scaling": scaling, "comparisons": simple_comparisons, "variant": variant_vs_main}
 
 
 def render(text: str) -> str:

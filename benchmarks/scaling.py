@@ -4,14 +4,16 @@
 
 Each measurement runs in a fresh process (so its peak resident memory, VmHWM, is its own), one after another:
 
-- real datasets, students only (SASRec d=64, batch 512, one thread): Scientific_UniSRec, Games_LLMRank,
+- real datasets, students only (SASRec d=64, batch 512 sequences, one thread): Scientific_UniSRec, Games_LLMRank,
   Office_UniSRec_EARec (ID-only). For each: one training epoch plain, one with PRM-KD from three teacher caches
   (random rows of widths 256, 384 and 128, float16, as the Scientific teachers; the cost of a distillation step
-  does not depend on what the rows hold), and one full-ranking evaluation of the test users;
+  does not depend on what the rows hold) on every instance, one with L_KD on 512 instances a batch
+  (distill.max_instances = 512), and one full-ranking evaluation of the test users;
 - synthetic datasets generated in the process (users with 10 items on average, uniform items), up to 1M users x
   100k items: the full-ranking evaluation of a SASRec (random weights) over every item for every user, and the
   teacher-cache gather path (4,096 random training instances per batch from a memory-mapped float16 cache);
 - data-parallel: one Games epoch in 1 process x 1 thread and in 2 processes x 1 thread, the same global batch.
+The caches are written first, each in a process of its own, so no measurement counts their writing.
 The exponents are least-squares slopes of log(cost) against log(interactions).
 """
 
@@ -36,6 +38,8 @@ REAL = {"Scientific_UniSRec": SHARED / "Scientific_UniSRec", "Games_LLMRank": SH
 SYNTHETIC = [(10_000, 10_000), (100_000, 30_000), (300_000, 50_000), (1_000_000, 100_000)]
 TEACHER_DIMS = (256, 384, 128)
 WORK = ROOT / "runs" / "scaling"
+TRAIN_MODES = {"plain": None, "kd": 0, "kd-cap512": 512}  # PRM-KD: distill.max_instances (0 = every instance)
+LABELS = {"plain": "SASRec", "kd": "PRM-KD SASRec", "kd-cap512": "PRM-KD SASRec, 512 KD instances a batch"}
 
 
 def vm_hwm_mib() -> float:
@@ -59,20 +63,36 @@ def synthetic(users: int, items: int, seed: int = 0):
     return ds
 
 
-def random_caches(ds, folder: Path) -> list[Path]:
+def cache_folders(ds) -> list[Path]:
+    return [WORK / "caches" / ds.name / f"t{k}" for k in range(len(TEACHER_DIMS))]
+
+
+def random_caches(ds) -> list[Path]:
+    """Teacher caches of random float16 rows for `ds`, written once in row blocks (never whole in memory). Run in a
+    process of its own, so that writing them never counts in a measurement's peak memory."""
     from prmkd.teachers.cache import write_cache
 
-    out = []
-    for k, d in enumerate(TEACHER_DIMS):
-        f = folder / f"t{k}"
-        if not (f / "manifest.json").exists():
-            rng = np.random.default_rng(k)
-            rows = {"items": ds.n_items + 1, "train": ds.n_train_instances, "valid": ds.n_users, "test": ds.n_users}
-            write_cache(f, name=f"t{k}", family="random", ds=ds, similarity="cos", temperature=0.07,
-                        metrics={"valid": {"ndcg@10": 0.05 + 0.01 * k}}, dtype="float16",
-                        **{n: rng.standard_normal((r, d)).astype(np.float16) for n, r in rows.items()})
-        out.append(f)
-    return out
+    rows = {"items": ds.n_items + 1, "train": ds.n_train_instances, "valid": ds.n_users, "test": ds.n_users}
+    for k, (d, f) in enumerate(zip(TEACHER_DIMS, cache_folders(ds))):
+        if (f / "manifest.json").exists():
+            continue
+        rng = np.random.default_rng(k)
+        raw = f.parent / f"{f.name}-raw"
+        raw.mkdir(parents=True, exist_ok=True)
+        arrays = {}
+        for name, r in rows.items():
+            a = np.lib.format.open_memmap(raw / f"{name}.npy", mode="w+", dtype=np.float16, shape=(r, d))
+            for lo in range(0, r, 1 << 16):
+                a[lo:lo + (1 << 16)] = rng.standard_normal((min(1 << 16, r - lo), d), dtype=np.float32)
+            a.flush()
+            arrays[name] = np.load(raw / f"{name}.npy", mmap_mode="r")
+        write_cache(f, name=f"t{k}", family="random", ds=ds, similarity="cos", temperature=0.07,
+                    metrics={"valid": {"ndcg@10": 0.05 + 0.01 * k}}, dtype="float16", **arrays)
+        del arrays
+        for g in raw.glob("*.npy"):
+            g.unlink()
+        raw.rmdir()
+    return cache_folders(ds)
 
 
 def child(task: dict) -> dict:
@@ -95,14 +115,18 @@ def child(task: dict) -> dict:
     setup = time.perf_counter() - t0
     out = {**task, "users_n": ds.n_users, "items_n": ds.n_items, "interactions": int(ds.seq_lengths.sum()),
            "train_instances": ds.n_train_instances, "setup_seconds": round(setup, 2)}
+    if task["mode"] == "caches":
+        t0 = time.perf_counter()
+        random_caches(ds)
+        return {**out, "write_seconds": round(time.perf_counter() - t0, 1)}
     model = build_model({"name": "sasrec", "hidden_size": 64}, ds)
-    if task["mode"] in ("plain", "kd"):
+    if task["mode"] in TRAIN_MODES:
         loss_fn = None
-        if task["mode"] == "kd":
+        if task["mode"] != "plain":
             from prmkd.distillation.trainer import KDLoss
 
-            caches = random_caches(ds, WORK / "caches" / ds.name)
-            loss_fn = KDLoss(DistillConfig(teachers=[str(c) for c in caches]), ds)
+            loss_fn = KDLoss(DistillConfig(teachers=[str(c) for c in cache_folders(ds)],
+                                           max_instances=TRAIN_MODES[task["mode"]]), ds)
         opt = torch.optim.Adam(model.parameters(), lr=1e-3)
         tb = TrainBatches(ds, 512, 0, 20)
         model.train()
@@ -123,7 +147,7 @@ def child(task: dict) -> dict:
     elif task["mode"] == "gather":
         from prmkd.teachers.cache import TeacherCache
 
-        caches = [TeacherCache(c) for c in random_caches(ds, WORK / "caches" / ds.name)]
+        caches = [TeacherCache(c) for c in cache_folders(ds)]
         rng = np.random.default_rng(0)
         n, rows_s, logits_s = 100, 0.0, 0.0
         for _ in range(n):
@@ -180,12 +204,12 @@ def plot(real: list[dict], synth: list[dict], path: Path) -> None:
     fig = Figure(figsize=(12, 4.2))
     FigureCanvasAgg(fig)
     ax = fig.subplots(1, 3)
-    for mode, marker in (("plain", "o"), ("kd", "s")):
+    for mode, marker in zip(TRAIN_MODES, "os^"):
         pts = [r for r in real if r["mode"] == mode]
         ax[0].loglog([r["interactions"] for r in pts], [r["epoch_seconds"] for r in pts], marker=marker,
-                     label="SASRec" if mode == "plain" else "PRM-KD SASRec")
+                     label=LABELS[mode])
         ax[1].loglog([r["interactions"] for r in pts], [r["peak_rss_mib"] for r in pts], marker=marker,
-                     label="SASRec" if mode == "plain" else "PRM-KD SASRec")
+                     label=LABELS[mode])
     ev = [r for r in real + synth if r["mode"] == "eval"]
     ax[2].loglog([r["users_n"] * r["items_n"] for r in ev], [r["eval_seconds"] for r in ev], marker="o")
     ax[0].set(xlabel="interactions", ylabel="seconds per training epoch", title="Training epoch (1 thread)")
@@ -203,6 +227,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--skip-ddp", action="store_true")
+    ap.add_argument("--skip", nargs="*", default=[], choices=list(REAL), help="real datasets to leave out")
+    ap.add_argument("--max-users", type=int, default=SYNTHETIC[-1][0], help="the largest synthetic point")
+    ap.add_argument("--out", default=str(RESULTS / "scaling.json"))
     args = ap.parse_args()
     if args.child:
         print(json.dumps(child(json.loads(args.child))))
@@ -210,13 +237,14 @@ def main() -> None:
     os.chdir(ROOT)
     t_start = time.time()
     hdr = header()
-    real = [run_child({"kind": "real", "name": n, "path": str(p), "mode": m}) for n, p in REAL.items()
-            for m in ("plain", "kd", "eval")]
-    synth = [run_child({"kind": "synthetic", "users": u, "items": i, "mode": m}) for u, i in SYNTHETIC
-             for m in ("eval", "gather")]
+    real_tasks = [{"kind": "real", "name": n, "path": str(p)} for n, p in REAL.items() if n not in args.skip]
+    synth_tasks = [{"kind": "synthetic", "users": u, "items": i} for u, i in SYNTHETIC if u <= args.max_users]
+    cache_writes = [run_child({**t, "mode": "caches"}) for t in real_tasks + synth_tasks]
+    real = [run_child({**t, "mode": m}) for t in real_tasks for m in (*TRAIN_MODES, "eval")]
+    synth = [run_child({**t, "mode": m}) for t in synth_tasks for m in ("eval", "gather")]
     ddp = [] if args.skip_ddp else [ddp_epoch("Games_LLMRank", n) for n in (1, 2)]
     fits = {}
-    for mode in ("plain", "kd"):
+    for mode in TRAIN_MODES:
         pts = [r for r in real if r["mode"] == mode]
         x = [r["interactions"] for r in pts]
         fits[f"epoch_seconds_{mode}"] = slope(x, [r["epoch_seconds"] for r in pts])
@@ -225,13 +253,14 @@ def main() -> None:
     fits["eval_seconds_vs_users_x_items"] = slope([r["users_n"] * r["items_n"] for r in ev],
                                                   [r["eval_seconds"] for r in ev])
     comps = []
-    for name in REAL:
+    for name in [t["name"] for t in real_tasks]:
         p = next(r for r in real if r["name"] == name and r["mode"] == "plain")
-        k = next(r for r in real if r["name"] == name and r["mode"] == "kd")
-        comps += [{"name": f"{name}: PRM-KD / plain epoch time", "a": "prmkd-sasrec", "b": "sasrec",
-                   "metric": "epoch_seconds", "value": round(k["epoch_seconds"] / p["epoch_seconds"], 3)},
-                  {"name": f"{name}: PRM-KD / plain peak memory", "a": "prmkd-sasrec", "b": "sasrec",
-                   "metric": "peak_rss_mib", "value": round(k["peak_rss_mib"] / p["peak_rss_mib"], 3)}]
+        for mode in ("kd", "kd-cap512"):
+            k = next(r for r in real if r["name"] == name and r["mode"] == mode)
+            comps += [{"name": f"{name}: {LABELS[mode]} / SASRec, epoch time", "a": mode, "b": "plain",
+                       "metric": "epoch_seconds", "value": round(k["epoch_seconds"] / p["epoch_seconds"], 3)},
+                      {"name": f"{name}: {LABELS[mode]} / SASRec, peak memory", "a": mode, "b": "plain",
+                       "metric": "peak_rss_mib", "value": round(k["peak_rss_mib"] / p["peak_rss_mib"], 3)}]
     if ddp:
         comps.append({"name": "Games epoch time: 1 process / 2 processes (same global batch, 1 thread each)",
                       "a": "1 process", "b": "2 processes", "metric": "epoch_seconds",
@@ -240,10 +269,13 @@ def main() -> None:
              r.get("name") or f"synthetic {r['users']}x{r['items']}", "seed": 0, "metrics": {},
              "timing": {k: r[k] for k in ("epoch_seconds", "eval_seconds", "gather_ms_per_batch") if k in r},
              **r} for r in real + synth]
-    png = RESULTS / "scaling.png"
+    out = Path(args.out)
+    png = out.with_suffix(".png")
+    png.parent.mkdir(parents=True, exist_ok=True)
     plot(real, synth, png)
-    write_json(RESULTS / "scaling.json", {**hdr, "method": __doc__.strip(), "fitted_exponents": fits,
-                                          "real": real, "synthetic": synth, "data_parallel": ddp, "plot": png.name,
+    write_json(out, {**hdr, "method": __doc__.strip(), "fitted_exponents": fits,
+                                          "real": real, "synthetic": synth, "data_parallel": ddp,
+                     "cache_writes": cache_writes, "plot": png.name,
                                           "runs": runs, "comparisons": comps,
                                           "script_seconds": round(time.time() - t_start, 1)})
 

@@ -48,5 +48,20 @@ def paired_test(a_dirs: list, b_dirs: list, metric: str = "ndcg@10", split: str 
     mean_a, mean_b = float(a.mean()), float(b.mean())
     return {"value": (mean_a - mean_b) / mean_b if mean_b else float("nan"), "p_value": p, "t": t,
             "mean_a": mean_a, "mean_b": mean_b, "n_users": int(len(a)),
+            "detectable_change": detectable_change(a, b),
             "test": "paired t-test over users (scipy.stats.ttest_rel), per-user values averaged over seeds",
             "seeds_a": len(a_dirs), "seeds_b": len(b_dirs)}
+
+
+def detectable_change(a: np.ndarray, b: np.ndarray, power: float = 0.8, alpha: float = 0.05) -> float:
+    """The smallest relative change of the mean, |a - b| / b, that the two-sided paired t-test at `alpha` finds
+    with probability `power`, given these users and the spread of their differences (normal approximation:
+    (z_{1-alpha/2} + z_power) * sd(a - b) / sqrt(n) / mean(b)). nan without spread or users."""
+    from scipy.stats import norm
+
+    d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    mean_b = float(np.mean(b)) if len(b) else 0.0
+    if len(d) < 2 or not mean_b:
+        return float("nan")
+    sd = float(d.std(ddof=1))
+    return float((norm.ppf(1 - alpha / 2) + norm.ppf(power)) * sd / np.sqrt(len(d)) / abs(mean_b))

@@ -32,6 +32,15 @@ def _pct(c: dict) -> str:
     return f"{100 * c['value']:+.1f}%"
 
 
+def _power(c: dict, significant: bool) -> str:
+    """For a difference the test did not find: how large a change these users could have shown."""
+    mde = c.get("detectable_change")
+    if significant or mde is None or math.isnan(mde):
+        return ""
+    return (f" With these {c['n_users']:,} users and the spread of their differences, the paired test finds a change "
+            f"of about {100 * mde:.0f}% or more (80% power at {ALPHA}).")
+
+
 def findings(rf: RunFolder) -> list[str]:
     out: list[str] = []
     main = _test(rf, f"{STUDENT} vs {BASE}")
@@ -41,7 +50,7 @@ def findings(rf: RunFolder) -> list[str]:
         out.append(f"**PRM-KD {'improves' if worked else 'does not significantly improve'} the student**: distilled "
                    f"SASRec reaches test NDCG@10 {fmt(main['mean_a'])} against plain SASRec's {fmt(main['mean_b'])} "
                    f"({_pct(main)}; paired t-test over {main['n_users']:,} users, {_verdict(main)}; "
-                   f"{main.get('seeds_a', '?')} seed(s) each).")
+                   f"{main.get('seeds_a', '?')} seed(s) each)." + _power(main, worked))
     teachers = [(r["name"], r) for r in rf.select(group="main", role="teacher")]
     if teachers and not math.isnan(base[0]):
         parts, weak = [], []
