@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, ROOT, header, write_json  # noqa: E402
+from _common import RESULTS, ROOT, header, load_average, write_json  # noqa: E402
 
 SHARED = Path(os.environ.get("PRMKD_SHARED", ROOT.parent / "shared")) / "data"
 REAL = {"Scientific_UniSRec": SHARED / "Scientific_UniSRec", "Games_LLMRank": SHARED / "Games_LLMRank",
@@ -223,26 +223,16 @@ def plot(real: list[dict], synth: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--child", help=argparse.SUPPRESS)
-    ap.add_argument("--skip-ddp", action="store_true")
-    ap.add_argument("--skip", nargs="*", default=[], choices=list(REAL), help="real datasets to leave out")
-    ap.add_argument("--max-users", type=int, default=SYNTHETIC[-1][0], help="the largest synthetic point")
-    ap.add_argument("--out", default=str(RESULTS / "scaling.json"))
-    args = ap.parse_args()
-    if args.child:
-        print(json.dumps(child(json.loads(args.child))))
-        return
-    os.chdir(ROOT)
-    t_start = time.time()
-    hdr = header()
+DDP_COMPARISON = "Games epoch time: 1 process / 2 processes (same global batch, 1 thread each)"
+
+
+def measure(args) -> dict:
+    """The single-process measurements (real datasets, synthetic points), their fits and ratios."""
     real_tasks = [{"kind": "real", "name": n, "path": str(p)} for n, p in REAL.items() if n not in args.skip]
     synth_tasks = [{"kind": "synthetic", "users": u, "items": i} for u, i in SYNTHETIC if u <= args.max_users]
     cache_writes = [run_child({**t, "mode": "caches"}) for t in real_tasks + synth_tasks]
     real = [run_child({**t, "mode": m}) for t in real_tasks for m in (*TRAIN_MODES, "eval")]
     synth = [run_child({**t, "mode": m}) for t in synth_tasks for m in ("eval", "gather")]
-    ddp = [] if args.skip_ddp else [ddp_epoch("Games_LLMRank", n) for n in (1, 2)]
     fits = {}
     for mode in TRAIN_MODES:
         pts = [r for r in real if r["mode"] == mode]
@@ -261,23 +251,53 @@ def main() -> None:
                        "metric": "epoch_seconds", "value": round(k["epoch_seconds"] / p["epoch_seconds"], 3)},
                       {"name": f"{name}: {LABELS[mode]} / SASRec, peak memory", "a": mode, "b": "plain",
                        "metric": "peak_rss_mib", "value": round(k["peak_rss_mib"] / p["peak_rss_mib"], 3)}]
-    if ddp:
-        comps.append({"name": "Games epoch time: 1 process / 2 processes (same global batch, 1 thread each)",
-                      "a": "1 process", "b": "2 processes", "metric": "epoch_seconds",
-                      "value": round(ddp[0]["epoch_seconds"] / ddp[1]["epoch_seconds"], 3)})
     runs = [{"name": f"{r.get('name') or 'synthetic'}-{r['mode']}", "role": "measurement", "dataset":
              r.get("name") or f"synthetic {r['users']}x{r['items']}", "seed": 0, "metrics": {},
              "timing": {k: r[k] for k in ("epoch_seconds", "eval_seconds", "gather_ms_per_batch") if k in r},
              **r} for r in real + synth]
+    return {"fitted_exponents": fits, "real": real, "synthetic": synth, "cache_writes": cache_writes, "runs": runs,
+            "comparisons": comps}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--parts", nargs="+", choices=["measure", "ddp"], default=["measure", "ddp"],
+                    help="ddp alone replaces the data-parallel part of an existing results file (run it on an "
+                         "otherwise idle machine: two processes need both cores)")
+    ap.add_argument("--skip", nargs="*", default=[], choices=list(REAL), help="real datasets to leave out")
+    ap.add_argument("--max-users", type=int, default=SYNTHETIC[-1][0], help="the largest synthetic point")
+    ap.add_argument("--out", default=str(RESULTS / "scaling.json"))
+    args = ap.parse_args()
+    if args.child:
+        print(json.dumps(child(json.loads(args.child))))
+        return
+    os.chdir(ROOT)
+    t_start = time.time()
     out = Path(args.out)
+    if "measure" in args.parts:
+        res = {**header(), "method": __doc__.strip(), **measure(args), "data_parallel": []}
+    elif out.exists():
+        res = json.loads(out.read_text())
+    else:
+        raise SystemExit(f"{out}: no results file to add the data-parallel part to (run --parts measure first)")
+    if "ddp" in args.parts:
+        res["data_parallel"] = [ddp_epoch("Games_LLMRank", n) for n in (1, 2)]
+        res["data_parallel_made_by"] = {**{k: v for k, v in header().items() if k != "machine"},
+                                        "load_average_at_start": load_average()}
+        res["comparisons"] = [c for c in res["comparisons"] if c["name"] != DDP_COMPARISON] + [
+            {"name": DDP_COMPARISON, "a": "1 process", "b": "2 processes", "metric": "epoch_seconds",
+             "value": round(res["data_parallel"][0]["epoch_seconds"] / res["data_parallel"][1]["epoch_seconds"], 3)}]
     png = out.with_suffix(".png")
     png.parent.mkdir(parents=True, exist_ok=True)
-    plot(real, synth, png)
-    write_json(out, {**hdr, "method": __doc__.strip(), "fitted_exponents": fits,
-                                          "real": real, "synthetic": synth, "data_parallel": ddp,
-                     "cache_writes": cache_writes, "plot": png.name,
-                                          "runs": runs, "comparisons": comps,
-                                          "script_seconds": round(time.time() - t_start, 1)})
+    plot(res["real"], res["synthetic"], png)
+    res["plot"] = png.name
+    seconds = round(time.time() - t_start, 1)
+    if "measure" in args.parts:
+        res["script_seconds"] = seconds
+    else:
+        res["data_parallel_made_by"]["seconds"] = seconds
+    write_json(out, res)
 
 
 if __name__ == "__main__":
