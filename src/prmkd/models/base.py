@@ -33,6 +33,7 @@ class Recommender(nn.Module):
 
     n_items: int
     keyed_by = "history"  # what a served model reads of a user: "history" (its items) or "user" (the trained user id)
+    gathers_logits = False  # candidate_scores is gathered_scores: a gather from enc.cache["logits"] when present
     ddp_find_unused = False  # data-parallel training: some parameters get no gradient in a step (DDP must look)
 
     def encode(self, batch: SeqBatch) -> Encoded:
@@ -44,6 +45,15 @@ class Recommender(nn.Module):
     def candidate_scores(self, enc: Encoded, candidates: torch.Tensor) -> torch.Tensor:
         """(N, C) scores of each instance against candidate item ids (C,)."""
         raise NotImplementedError
+
+    def candidate_scores_of(self, enc: Encoded, candidates: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """(len(rows), C): `candidate_scores(enc, candidates)[rows]`, the same values and gradients. A model whose
+        candidate scores are a gather from the full logits its own loss computed this step (`gathers_logits`)
+        gathers those rows only, so a few rows never cost an N x C block."""
+        logits = enc.cache.get("logits") if self.gathers_logits else None
+        if logits is not None:
+            return logits[rows].index_select(1, candidates - 1)
+        return self.candidate_scores(enc, candidates)[rows]
 
     def eval_state(self, batch: EvalBatch) -> Any:
         raise NotImplementedError

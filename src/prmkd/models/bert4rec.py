@@ -26,6 +26,7 @@ class BERT4RecConfig:
 
 class BERT4Rec(Recommender):
     Config = BERT4RecConfig
+    gathers_logits = True
 
     def __init__(self, cfg: BERT4RecConfig, n_items: int, max_len: int):
         super().__init__()

@@ -22,6 +22,7 @@ class GRU4RecConfig:
 
 class GRU4Rec(Recommender):
     Config = GRU4RecConfig
+    gathers_logits = True
 
     def __init__(self, cfg: GRU4RecConfig, n_items: int):
         super().__init__()

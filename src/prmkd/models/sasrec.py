@@ -25,6 +25,7 @@ class SASRecConfig:
 
 class SASRec(Recommender):
     Config = SASRecConfig
+    gathers_logits = True
 
     def __init__(self, cfg: SASRecConfig, n_items: int, max_len: int):
         super().__init__()
