@@ -341,7 +341,7 @@ def variant_vs_main(name: str) -> str:
         sm = d["summary"][k]
         lines.append(f"| {'main PRM-KD' if k == 'main' else label} | {ms(sm['ndcg@10'])} | {ms(sm['recall@10'])} | "
                      + ", ".join(f"{v:.4f}" for v in sm["ndcg@10"]["values"]) + " |")
-    lines += [""] + [f"- {c['name']}: {pct(c['value'])} (paired t-test over {c['n_users']:,} users, p = "
+    lines += [""] + [f"- {c['name']}: {c['value']:+.2%} (paired t-test over {c['n_users']:,} users, p = "
                      f"{p_value(c['p_value'])})" for c in d["comparisons"]]
     lines.append(f"- the variant's mean within one seed std of the main one on both metrics: "
                  f"**{'yes' if d['difference_within_one_seed_std'] else 'no'}**")

@@ -102,7 +102,7 @@ def test_pipeline_pretrain_finetune_export_and_reuse(work):
     source = tiny_domain(work, "source", 3)
     tc = TrainConfig(epochs=2, patience=5, batch_size=16, progress=False)
     cfg = TeacherRunConfig(family="unisrec", teacher=dict(TINY), data=target, sources=[source], pretrain=tc,
-                           train=tc, out=str(work / "unisrec"))
+                           train=tc, out=str(work / "unisrec"), cache_dtype="float32")  # exact: float32 rows
     logs = []
     folder = build_teacher(cfg, log=logs.append)
     ds = prepare(target, log=None)
@@ -312,3 +312,13 @@ def test_embedding_shows_progress_for_any_count_of_texts(caplog):
     assert emb.shape == (12, 384)
     assert [r.getMessage().strip() for r in caplog.records if "embedded" in r.getMessage()][-1].startswith(
         "embedded 12/12 texts")
+
+
+def test_float16_overflow_names_the_array_and_float16_is_the_default():
+    from prmkd.teachers.cache import float16_overflow
+
+    ok = {"items": np.ones((5, 3), np.float32), "train": np.full((70000, 2), 6e4, np.float32)}
+    assert float16_overflow(ok) is None
+    bad = {**ok, "test": np.array([[1.0], [-7e4]], np.float32)}
+    assert float16_overflow(bad) == ("test", 7e4)
+    assert TeacherRunConfig().cache_dtype == "float16"

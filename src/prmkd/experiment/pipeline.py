@@ -39,7 +39,7 @@ class TeacherSpec:
     sources: list[DataConfig] = field(default_factory=list)
     pretrain: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=10, patience=2))
     train: TrainConfig = field(default_factory=TrainConfig)
-    cache_dtype: str = "float32"
+    cache_dtype: str = "float16"
 
     @property
     def label(self) -> str:

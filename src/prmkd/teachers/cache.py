@@ -52,14 +52,9 @@ def write_cache(folder: Path, *, name: str, family: str, items: np.ndarray, trai
         raise PrmkdError(f"{folder}: unknown similarity {similarity!r} (expected {' or '.join(SIMILARITIES)})")
     if not temperature > 0:
         raise PrmkdError(f"{folder}: temperature must be > 0, got {temperature}")
-    f16_max = float(np.finfo(np.float16).max)
-    if dtype == "float16":
-        for k, a in arrays.items():
-            peak = max(float(np.abs(np.asarray(a[lo:lo + 65536], dtype=np.float32)).max(initial=0.0))
-                       for lo in range(0, len(a), 65536))
-            if peak > f16_max:
-                raise PrmkdError(f"{folder}: array '{k}' holds values up to {peak:.4g}, beyond float16's "
-                                 f"{f16_max:.0f}: store this cache as float32")
+    if dtype == "float16" and (over := float16_overflow(arrays)):
+        raise PrmkdError(f"{folder}: array '{over[0]}' holds values up to {over[1]:.4g}, beyond float16's "
+                         f"{float(np.finfo(np.float16).max):.0f}: store this cache as float32")
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "manifest.json").unlink(missing_ok=True)
     for k, a in arrays.items():
@@ -74,6 +69,17 @@ def write_cache(folder: Path, *, name: str, family: str, items: np.ndarray, trai
     }
     write_atomic(folder / "manifest.json", lambda t: t.write_text(json.dumps(manifest, indent=2)))
     return folder
+
+
+def float16_overflow(arrays: dict[str, np.ndarray]) -> tuple[str, float] | None:
+    """(array name, largest magnitude) of the first array holding a value float16 cannot store, else None (read in
+    row blocks: a memory-mapped array is never read whole)."""
+    f16_max = float(np.finfo(np.float16).max)
+    for k, a in arrays.items():
+        peak = max((float(np.abs(b).max(initial=0.0)) for b in _blocks(a)), default=0.0)
+        if peak > f16_max:
+            return k, peak
+    return None
 
 
 def cache_identity(folder: str | Path) -> dict | None:
@@ -109,9 +115,17 @@ def check_arrays(arrays: dict[str, np.ndarray], ds: SeqDataset, where: str) -> N
         raise PrmkdError(f"{where}: arrays disagree on the representation size: {sorted(dims)}")
 
 
-def _all_finite(a: np.ndarray, block: int = 1 << 16) -> bool:
-    """Finiteness checked in row blocks, so a memory-mapped array is never read into memory whole."""
-    return all(np.isfinite(np.asarray(a[lo:lo + block], dtype=np.float32)).all() for lo in range(0, len(a), block))
+def _blocks(a: np.ndarray, block: int = 1 << 14):
+    """`a` in row blocks as float32; the pages a memory-mapped `a` read for a block leave the process's resident
+    set after it (they stay in the kernel's page cache), so a pass over a cache never makes the process hold it."""
+    for lo in range(0, len(a), block):
+        yield np.asarray(a[lo:lo + block], dtype=np.float32)
+        _release(a, min_bytes=0)
+
+
+def _all_finite(a: np.ndarray) -> bool:
+    """Finiteness checked in row blocks (a memory-mapped array is never resident whole)."""
+    return all(np.isfinite(b).all() for b in _blocks(a))
 
 
 MANIFEST_TYPES = {"name": str, "family": str, "similarity": str, "temperature": (int, float), "dataset": str,
@@ -142,10 +156,10 @@ def check_manifest(m, path: Path) -> dict:
 RELEASE_BYTES = 64 << 20  # mappings at least this large give their pages back after every gather
 
 
-def _release(arr: np.ndarray) -> None:
+def _release(arr: np.ndarray, min_bytes: int = RELEASE_BYTES) -> None:
     """madvise(MADV_DONTNEED) on a large read-only memory map: its pages leave this process's resident set."""
     m = getattr(arr, "_mmap", None)
-    if m is not None and arr.nbytes >= RELEASE_BYTES and hasattr(mmap, "MADV_DONTNEED"):
+    if m is not None and arr.nbytes >= min_bytes and hasattr(mmap, "MADV_DONTNEED"):
         m.madvise(mmap.MADV_DONTNEED)
 
 
