@@ -313,6 +313,14 @@ def scaling(name: str = "scaling.json") -> str:
     lines = ["Fitted exponents (least-squares slope of log cost against log interactions, over the real datasets):",
              "", "| training | epoch time | peak memory |", "|---|---:|---:|"]
     lines += [f"| {m} | {f['epoch_seconds_' + m]:.2f} | {f['peak_rss_' + m]:.2f} |" for m in modes]
+    plain = [r for r in d["real"] if r["mode"] == "plain"]
+    if len(plain) > 1:  # the full softmax passes over the catalogue for every instance
+        import numpy as np
+
+        x = np.log([r["interactions"] * r["items_n"] for r in plain])
+        k = float(np.polyfit(x, np.log([r["epoch_seconds"] for r in plain]), 1)[0])
+        lines += ["", f"Plain epoch time against interactions x catalogue size (the full softmax scores every item "
+                      f"for every instance): exponent {k:.2f}."]
     lines += ["", f"Full-ranking evaluation time against users x items scored: exponent "
               f"{f['eval_seconds_vs_users_x_items']:.2f}.", "",
               "| dataset | users | items | interactions | mode | epoch s | eval s | gather ms/batch | peak MiB |",
