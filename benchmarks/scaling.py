@@ -200,6 +200,7 @@ def slope(x, y) -> float:
 def plot(real: list[dict], synth: list[dict], path: Path) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import NullFormatter
 
     fig = Figure(figsize=(12, 4.2))
     FigureCanvasAgg(fig)
@@ -210,15 +211,16 @@ def plot(real: list[dict], synth: list[dict], path: Path) -> None:
                      label=LABELS[mode])
         ax[1].loglog([r["interactions"] for r in pts], [r["peak_rss_mib"] for r in pts], marker=marker,
                      label=LABELS[mode])
-    ev = [r for r in real + synth if r["mode"] == "eval"]
+    ev = sorted((r for r in real + synth if r["mode"] == "eval"), key=lambda r: r["users_n"] * r["items_n"])
     ax[2].loglog([r["users_n"] * r["items_n"] for r in ev], [r["eval_seconds"] for r in ev], marker="o")
     ax[0].set(xlabel="interactions", ylabel="seconds per training epoch", title="Training epoch (1 thread)")
     ax[1].set(xlabel="interactions", ylabel="peak resident MiB", title="Peak memory of training")
     ax[2].set(xlabel="users x items scored", ylabel="seconds", title="Full-ranking evaluation")
     for a in ax:
         a.grid(True, which="both", alpha=0.3)
-    ax[0].legend()
-    ax[1].legend()
+        a.xaxis.set_minor_formatter(NullFormatter())
+    ax[0].legend(loc="upper left", fontsize=8)
+    ax[1].legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -262,9 +264,9 @@ def measure(args) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--child", help=argparse.SUPPRESS)
-    ap.add_argument("--parts", nargs="+", choices=["measure", "ddp"], default=["measure", "ddp"],
+    ap.add_argument("--parts", nargs="+", choices=["measure", "ddp", "plot"], default=["measure", "ddp"],
                     help="ddp alone replaces the data-parallel part of an existing results file (run it on an "
-                         "otherwise idle machine: two processes need both cores)")
+                         "otherwise idle machine: two processes need both cores); plot redraws the figure from it")
     ap.add_argument("--skip", nargs="*", default=[], choices=list(REAL), help="real datasets to leave out")
     ap.add_argument("--max-users", type=int, default=SYNTHETIC[-1][0], help="the largest synthetic point")
     ap.add_argument("--out", default=str(RESULTS / "scaling.json"))
@@ -280,7 +282,7 @@ def main() -> None:
     elif out.exists():
         res = json.loads(out.read_text())
     else:
-        raise SystemExit(f"{out}: no results file to add the data-parallel part to (run --parts measure first)")
+        raise SystemExit(f"{out}: no results file to add to (run --parts measure first)")
     if "ddp" in args.parts:
         res["data_parallel"] = [ddp_epoch("Games_LLMRank", n) for n in (1, 2)]
         res["data_parallel_made_by"] = {**{k: v for k, v in header().items() if k != "machine"},
@@ -295,7 +297,7 @@ def main() -> None:
     seconds = round(time.time() - t_start, 1)
     if "measure" in args.parts:
         res["script_seconds"] = seconds
-    else:
+    elif "ddp" in args.parts:
         res["data_parallel_made_by"]["seconds"] = seconds
     write_json(out, res)
 
