@@ -64,24 +64,29 @@ def log(msg: str) -> None:
     print(msg, flush=True)
 
 
-def student_variant(config: str, overrides: list[str], group: str, label: str, kd_changes: dict | None = None,
-                    caches: dict | None = None):
-    """The pipeline's main distilled student against one variant of it, on the pipeline's seeds.
-
-    The teachers must be built (`prmkd run CONFIG` has run). The main runs are read (or trained, if missing);
-    the variant's runs go to <out>/<group>/<label>-seed<s>, with `kd_changes` applied to the distillation
-    settings and, when given, other teacher caches (name -> folder). A run with the same fingerprint finished
-    anywhere in the pipeline (a tuning run, say) is copied instead of trained again. Returns (pipeline config,
-    rows, comparison), the comparison holding the mean and spread over seeds, the paired tests over users and
-    whether the variant's mean lies within one seed std of the main one."""
+def pipeline_with_teachers(config: str, overrides: list[str]):
+    """The pipeline of `config` with its dataset prepared and its (already built) teachers found."""
     from prmkd.data.dataset import prepare
     from prmkd.experiment.pipeline import Pipeline, load_pipeline
+
+    pipe = Pipeline(load_pipeline(config, overrides))
+    pipe.ds = prepare(pipe.cfg.data, log=pipe.log)
+    pipe.stage_teachers()
+    return pipe
+
+
+def student_variant(pipe, group: str, label: str, kd_changes: dict | None = None, caches: dict | None = None):
+    """The pipeline's main distilled student against one variant of it, on the pipeline's seeds.
+
+    `pipe` comes from `pipeline_with_teachers`. The main runs are read (or trained, if missing); the variant's
+    runs go to <out>/<group>/<label>-seed<s>, with `kd_changes` applied to the distillation settings and, when
+    given, other teacher caches (name -> folder). A run with the same fingerprint finished anywhere in the pipeline
+    (a tuning run, say) is copied instead of trained again. Returns (rows, comparison), the comparison holding the
+    mean and spread over seeds, the paired tests over users and whether the variant's mean lies within one seed
+    std of the main one."""
     from prmkd.experiment.stats import paired_test
 
-    cfg = load_pipeline(config, overrides)
-    pipe = Pipeline(cfg)
-    pipe.ds = prepare(cfg.data, log=pipe.log)
-    pipe.stage_teachers()
+    cfg = pipe.cfg
     rows = {"main": [], label: []}
     for which in rows:
         if which != "main" and caches is not None:
@@ -101,5 +106,5 @@ def student_variant(config: str, overrides: list[str], group: str, label: str, k
              for m in metrics]
     within = all(abs(summary[label][m]["mean"] - summary["main"][m]["mean"]) <= summary["main"][m]["std"]
                  for m in metrics)
-    return cfg, rows, {"summary": summary, "comparisons": comps, "difference_within_one_seed_std": within,
+    return rows, {"summary": summary, "comparisons": comps, "difference_within_one_seed_std": within,
                        "runs": rows["main"] + rows[label]}

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, ROOT, header, student_variant, write_json  # noqa: E402
+from _common import RESULTS, ROOT, header, pipeline_with_teachers, student_variant, write_json  # noqa: E402
 
 
 def to_float16(src: Path, dest: Path, ds) -> dict:
@@ -48,22 +48,17 @@ def main() -> None:
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = ap.parse_args()
     os.chdir(ROOT)
-    from prmkd.data.dataset import prepare
-    from prmkd.experiment.pipeline import Pipeline, load_pipeline
     from prmkd.io import read_json
     from prmkd.log import setup_logging
 
     setup_logging()
     t0 = time.time()
     hdr = header()
-    cfg = load_pipeline(args.config, args.overrides)
-    pipe = Pipeline(cfg)
-    pipe.ds = prepare(cfg.data, log=pipe.log)
-    pipe.stage_teachers()
+    pipe = pipeline_with_teachers(args.config, args.overrides)
     caches16 = {n: pipe.out / "teachers-float16" / n / "cache" for n in pipe.caches}
     sizes = {n: to_float16(Path(p), caches16[n], pipe.ds) for n, p in pipe.caches.items()}
-    cfg, rows, comp = student_variant(args.config, args.overrides, "cache-float16", "float16-caches", caches=caches16)
-    write_json(RESULTS / f"cache_dtype_{cfg.name}.json", {
+    rows, comp = student_variant(pipe, "cache-float16", "float16-caches", caches=caches16)
+    write_json(RESULTS / f"cache_dtype_{pipe.cfg.name}.json", {
         **hdr, "pipeline_config": args.config, "method": __doc__.strip(), "caches": sizes, **comp,
         "distill": read_json(Path(rows["main"][0]["run_dir"]) / "results.json")["distill"],
         "script_seconds": round(time.time() - t0, 1)})

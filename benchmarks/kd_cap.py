@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, ROOT, header, student_variant, write_json  # noqa: E402
+from _common import RESULTS, ROOT, header, pipeline_with_teachers, student_variant, write_json  # noqa: E402
 
 
 def main() -> None:
@@ -36,9 +36,9 @@ def main() -> None:
     t0 = time.time()
     hdr = header()
     label = f"max_instances={args.max_instances}"
-    cfg, rows, comp = student_variant(args.config, args.overrides, "kd-cap", label,
-                                      {"max_instances": args.max_instances})
-    write_json(RESULTS / f"kd_cap_{cfg.name}.json", {
+    pipe = pipeline_with_teachers(args.config, args.overrides)
+    _, comp = student_variant(pipe, "kd-cap", label, {"max_instances": args.max_instances})
+    write_json(RESULTS / f"kd_cap_{pipe.cfg.name}.json", {
         **hdr, "pipeline_config": args.config, "method": __doc__.strip(), "max_instances": args.max_instances,
         **comp, "script_seconds": round(time.time() - t0, 1)})
 
