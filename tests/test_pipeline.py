@@ -1,5 +1,5 @@
 """`prmkd run` end to end on a tiny slice of real data: killed mid-way and rerun, it must end exactly as an
-uninterrupted run; a rerun of a finished pipeline redoes nothing."""
+uninterrupted run (trained in two parallel processes); a rerun of a finished pipeline redoes nothing."""
 
 import json
 import os
@@ -78,9 +78,9 @@ def write_config(tmp: Path, name: str, cache: Path) -> Path:
     return path
 
 
-def run(config: Path, **kw) -> subprocess.Popen:
+def run(config: Path, *args: str, **kw) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "prmkd.cli", "run", str(config)], cwd=REPO, env=env,
+    return subprocess.Popen([sys.executable, "-m", "prmkd.cli", "run", str(config), *args], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
 
 
@@ -93,11 +93,14 @@ def test_pipeline_killed_midway_resumes_to_the_same_results(tmp_path):
     cache = tmp_path / "cache"  # shared: the prepared data and text embeddings are reused, as in real reruns
     ref_cfg, cut_cfg = write_config(tmp_path, "reference", cache), write_config(tmp_path, "killed", cache)
 
+    # the reference trains its teachers, then its student runs, in 2 processes; every run is at 1 thread (the
+    # config's train.threads), so it must equal the serial, killed and resumed pipeline below to the last bit
     t0 = time.time()
-    ref = run(ref_cfg)
+    ref = run(ref_cfg, "--jobs", "2")
     out, _ = ref.communicate(timeout=600)
     assert ref.returncode == 0, out
     uninterrupted = time.time() - t0
+    assert "training 10 run(s) in up to 2 processes" in out and "[10/10] " in out
 
     # kill the second run once it is inside the baselines (teachers done, students under way)
     proc = run(cut_cfg)
@@ -268,6 +271,40 @@ def test_sweeps_reuse_the_main_runs_and_give_the_best_value_more_seeds(tmp_path,
     assert pipe.best_points["temperature"]["value"] == 2.0
     main_points = [r for r in pipe.runs if (r.get("sweep") or {}).get("main")]
     assert sorted(r["seed"] for r in main_points) == [0, 1, 2]
+
+
+def test_planning_parallel_runs_defers_a_sweeps_best_value_until_its_values_have_finished(tmp_path, monkeypatch):
+    """`plan_runs` (what `--jobs N` trains in parallel) lists the unfinished runs and trains and records nothing;
+    the best value's extra seeds are planned only once every swept value has its validation result."""
+    from prmkd.experiment.pipeline import Pipeline, PipelineConfig, SweepConfig
+    from prmkd.io import read_json, write_json
+
+    cfg = PipelineConfig(name="s", out=str(tmp_path), seeds=[0], baselines=[], universality=[], ablations=False,
+                         sweep=SweepConfig(temperature=[0.5, 2.0], seeds=[0], best_seeds=[1, 2]))
+    pipe = Pipeline(cfg, log=lambda m: None)
+    pipe.caches = {"t": tmp_path / "cache"}
+    run = pipe.layout.distilled("sasrec", 0)
+    run.path.mkdir(parents=True)
+    write_json(run.results, {"name": "prmkd-sasrec", "seed": 0, "metrics": {"valid": {"ndcg@10": 0.04},
+                                                                              "test": {"ndcg@10": 0.04}}})
+    valid, finished = {0.5: 0.03, 2.0: 0.05}, {(1.0, 0): read_json(run.results)}  # the main run has finished
+
+    def fake(rc):
+        key = (rc.distill.temperature, rc.train.seed)
+        if key not in finished and pipe.plan is not None:
+            pipe.plan[key] = rc
+        return finished.get(key)
+
+    monkeypatch.setattr(pipe, "train_run", fake)
+    keys = lambda rcs: [(rc.distill.temperature, rc.train.seed) for rc in rcs]  # noqa: E731
+    first = pipe.plan_runs(["distill", "sweeps"])
+    assert keys(first) == [(0.5, 0), (2.0, 0)]
+    assert pipe.runs == [] and pipe.best_points == {} and pipe.plan is None
+    for t, s in keys(first):
+        finished[(t, s)] = {"name": "prmkd-sasrec", "seed": s,
+                            "metrics": {"valid": {"ndcg@10": valid[t]}, "test": {"ndcg@10": 0.0}}}
+    assert keys(pipe.plan_runs(["distill", "sweeps"])) == [(2.0, 1), (2.0, 2)]
+    assert pipe.runs == [] and pipe.best_points == {}
 
 
 def test_a_run_finished_elsewhere_in_the_pipeline_is_copied_not_trained(tmp_path):

@@ -11,7 +11,7 @@ def cmd_run(args) -> None:
 
     cfg = load_pipeline(args.config, args.overrides)
     stages = check_stages(args.stages) if args.stages else list(STAGES)
-    if args.jobs < 1:
+    if args.jobs is not None and args.jobs < 1:
         raise ConfigError(f"--jobs {args.jobs}: expected 1 or more processes")
     only = None
     if args.teachers is not None:
@@ -50,9 +50,10 @@ def register(sub) -> None:
     p.add_argument("--collect-only", action="store_true",
                    help="train nothing: write the summary, efficiency and report from the runs already finished "
                         "(unfinished ones are listed in summary.json's not_finished)")
-    p.add_argument("--jobs", type=int, default=1, metavar="N",
-                   help="build the teachers in up to N parallel processes (teachers sharing a pre-training run "
-                        "stay in one process; torch threads are split between them)")
+    p.add_argument("--jobs", type=int, default=None, metavar="N",
+                   help="build the teachers, then train the student runs, in up to N parallel processes (torch "
+                        "threads split between them; teachers sharing a pre-training run stay in one process); "
+                        "default: the config's `jobs` (1)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("sweep", help="sweep one PRM-KD parameter (reusing the teacher caches); feeds the report")

@@ -26,6 +26,7 @@ from .layout import PipelineLayout, RunDir
 from .runner import train_run
 
 STAGES = ("teachers", "baselines", "distill", "ceiling", "ablations", "universality", "sweeps", "efficiency", "report")
+TRAINING_STAGES = ("baselines", "distill", "ablations", "universality", "sweeps")  # stages made of `train_run`s
 SWEPT = ("temperature", "kd_weight", "epsilon", "hidden_size")
 
 
@@ -77,6 +78,7 @@ class PipelineConfig:
     sweep: SweepConfig = field(default_factory=SweepConfig)
     efficiency: bool = True
     ceiling: bool = True  # rank the test users by the fused teacher distribution itself (distillation.ceiling)
+    jobs: int = 1  # teachers, then student runs, in this many parallel processes (`prmkd run --jobs` overrides)
     out: str = ""  # default runs/<name>
 
 
@@ -87,6 +89,8 @@ def load_pipeline(path: str | Path, overrides: list[str] | None = None) -> Pipel
     cfg = load(PipelineConfig, path, overrides)
     if not cfg.name:
         cfg.name = Path(path).stem
+    if not isinstance(cfg.jobs, int) or isinstance(cfg.jobs, bool) or cfg.jobs < 1:
+        raise ConfigError(f"{path}: jobs = {cfg.jobs!r}: expected an integer >= 1 (parallel processes)")
     for m in {*cfg.baselines, cfg.student, *cfg.universality}:
         model_config({"name": m, **cfg.models.get(m, {})})
     for m, o in cfg.train_overrides.items():
@@ -102,9 +106,12 @@ def load_pipeline(path: str | Path, overrides: list[str] | None = None) -> Pipel
 
 class Pipeline:
     def __init__(self, cfg: PipelineConfig, log=None, command: str = "", only_teachers: list[str] | None = None,
-                 collect_only: bool = False, jobs: int = 1):
+                 collect_only: bool = False, jobs: int | None = None):
         self.cfg = cfg
-        self.jobs = jobs  # teachers built in this many parallel processes (see `build_teachers_parallel`)
+        # teachers, then student runs, in this many parallel processes (`build_teachers_parallel`,
+        # `train_runs_parallel`); None: the config's `jobs`
+        self.jobs = cfg.jobs if jobs is None else jobs
+        self.plan: dict[str, RunConfig] | None = None  # while planning: the unfinished runs the stages would train
         self.only_teachers = only_teachers  # build (or reuse) only these teachers in this process
         self.collect_only = collect_only  # train nothing: summarise and report the finished runs
         self.missing: list[str] = []
@@ -141,6 +148,11 @@ class Pipeline:
         if finished(Path(rc.out), fp) is None and (twin := self.finished_runs().get(fp)) is not None:
             self.log(f"{rc.out}: the same run is finished in {twin}: copied")
             copy_run(twin, Path(rc.out))
+        if self.plan is not None:  # planning (train_runs_parallel): note the run, train nothing
+            done = finished(Path(rc.out), fp)
+            if done is None:
+                self.plan.setdefault(fp, rc)  # a twin planned earlier is trained once, then copied
+            return done
         if self.collect_only:
             done = finished(Path(rc.out), fp)
             if done is None:
@@ -313,6 +325,8 @@ class Pipeline:
                         self.sweep_run(param, value, s, plain=True)
             self.record_main_point(param)
             scored = {v: sum(x) / len(x) for v, x in valid.items() if x}
+            if self.plan is not None and len(scored) < len(valid):
+                continue  # planning: the best value is known once every value's runs have finished
             if sw.best_seeds and scored:
                 best = max(scored, key=scored.get)
                 self.log(f"== sweep {param}: best on validation {best} ({scored[best]:.4f})")
@@ -407,6 +421,21 @@ class Pipeline:
                 test(f"{r['name']} vs {student}", [r], list(full.values()), r["name"], student)
         return out
 
+    def plan_runs(self, stages) -> list[RunConfig]:
+        """The runs the training stages among `stages` would train now (unfinished ones, one per fingerprint),
+        found by going through those stages with training switched off; nothing is recorded or logged."""
+        saved = self.runs, self.missing, self.best_points, self._main_points, self.log
+        self.runs, self.missing, self.best_points, self._main_points = [], [], {}, set()
+        self.log, self.plan = (lambda msg: None), {}
+        try:
+            for st in TRAINING_STAGES:
+                if st in stages:
+                    getattr(self, f"stage_{st}")()
+            return list(self.plan.values())
+        finally:
+            self.runs, self.missing, self.best_points, self._main_points, self.log = saved
+            self.plan = None
+
     def run(self, stages=STAGES) -> Path:
         t0 = time.time()
         self.out.mkdir(parents=True, exist_ok=True)
@@ -415,6 +444,8 @@ class Pipeline:
         write_json(self.layout.data, self.ds.summary())
         # teachers are needed by every later stage: always built (or reused)
         self.stage_teachers()
+        if self.jobs > 1 and not self.collect_only:
+            train_runs_parallel(self, stages, self.jobs)
         for st in STAGES[1:-1]:
             if st in stages:
                 getattr(self, f"stage_{st}")()
@@ -502,6 +533,67 @@ def build_teachers_parallel(pipe: Pipeline, jobs: int) -> None:
     if errors:
         raise PrmkdError("parallel teacher build failed: " + "; ".join(errors) +
                          " (finished stages are kept; rerun to resume, or add --jobs 1 to see the error inline)")
+
+
+_WORKER_DATA: SeqDataset | None = None  # a run worker's dataset, prepared once per process
+
+
+def _run_worker_init(data: DataConfig, threads: int) -> None:
+    import torch
+
+    global _WORKER_DATA
+    torch.set_num_threads(threads)
+    setup_logging()
+    _WORKER_DATA = prepare(data, log=None)
+
+
+def _run_worker(rc: RunConfig, label: str) -> tuple[str, float | None, float]:
+    """Child process: train one run; returns its label, test NDCG@10 and seconds."""
+    t0 = time.time()
+    setup_logging(prefix=f"[{label}] ")
+    res = train_run(rc, _WORKER_DATA, log=info, replace=True)
+    return label, res["metrics"].get("test", {}).get("ndcg@10"), time.time() - t0
+
+
+def train_runs_parallel(pipe: Pipeline, stages, jobs: int) -> None:
+    """Train the student runs of the training stages among `stages` in up to `jobs` processes (torch threads
+    split between them; a run's own `train.threads` wins), distilled runs first as the longest. Runs that need
+    others' results (a sweep's best value on more seeds) are planned again once those have finished. The
+    stages then run as usual and find every run finished, so the summary, the records and every run's
+    fingerprint are exactly a serial pipeline's; a run's last digits can differ from one trained with more
+    threads. A failed run is reported by name after the others have finished; rerun to resume."""
+    import multiprocessing as mp
+    import os
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    done_before: set[str] = set()
+    while plan := [rc for rc in pipe.plan_runs(stages) if rc.out not in done_before]:
+        plan.sort(key=lambda rc: not rc.distill.teachers)  # stable: distilled runs first
+        width = min(jobs, len(plan))
+        pipe.log(f"training {len(plan)} run(s) in up to {width} processes, {threads} torch thread(s) each")
+        errors = []
+        ctx = mp.get_context("spawn")
+        with ProcessPoolExecutor(width, mp_context=ctx, initializer=_run_worker_init,
+                                 initargs=(pipe.cfg.data, threads)) as pool:
+            futures = {}
+            for rc in plan:
+                label = str(Path(rc.out).relative_to(pipe.out)) if Path(rc.out).is_relative_to(pipe.out) \
+                    else str(rc.out)
+                futures[pool.submit(_run_worker, rc, label)] = label
+            for k, fut in enumerate(as_completed(futures), 1):
+                try:
+                    label, ndcg, secs = fut.result()
+                except PrmkdError as e:
+                    errors.append(f"{futures[fut]}: {e}")
+                    continue
+                got = f"test ndcg@10 {ndcg:.4f}, " if ndcg is not None else ""
+                pipe.log(f"[{k}/{len(plan)}] {label} finished ({got}{secs:.0f}s)")
+        done_before.update(rc.out for rc in plan)
+        pipe._finished = None  # the new runs, for the twin lookup of `train_run`
+        if errors:
+            raise PrmkdError(f"{len(errors)} parallel run(s) failed: " + "; ".join(errors) +
+                             " (finished runs are kept; rerun to resume, or add --jobs 1 to see the error inline)")
 
 
 def copy_run(src: Path, dest: Path) -> None:
