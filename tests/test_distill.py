@@ -338,3 +338,30 @@ def test_capped_kd_scores_only_the_kept_rows_with_the_same_loss_and_gradients(na
         (own + (s.log_softmax(-1) * torch.linspace(0, 1, s.shape[1])).sum()).backward()
         grads.append([p.grad.clone() for p in model.parameters() if p.grad is not None] + [s.detach()])
     assert len(grads[0]) == len(grads[1]) and all(torch.equal(a, b) for a, b in zip(*grads))
+
+
+def test_the_capped_block_of_the_full_logits_has_a_sparse_gradient_with_the_same_bits():
+    """logits_block's gradient is the dense gather's, entry for entry, but sparse: capped distillation adds no
+    zero-filled (instances x items) tensor to a step. Indices that are not strictly increasing take the dense way."""
+    import warnings
+
+    from prmkd.models.base import logits_block
+
+    torch.manual_seed(0)
+    h, w = torch.randn(40, 8, requires_grad=True), torch.randn(30, 8, requires_grad=True)
+    rows, cols = torch.tensor([1, 4, 5, 17, 39]), torch.tensor([0, 2, 3, 11, 29])
+    q = torch.softmax(torch.randn(5, 5), 1)
+    grads = []
+    for way in ("dense", "block"):
+        h.grad = w.grad = None
+        logits = h @ w.T
+        own = torch.nn.functional.cross_entropy(logits, torch.arange(40) % 30)
+        s = logits[rows].index_select(1, cols) if way == "dense" else logits_block(logits, rows, cols)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            (own - 3 * (q * s.log_softmax(1)).sum()).backward()
+        grads.append((h.grad.clone(), w.grad.clone()))
+    assert all(torch.equal(a, b) for a, b in zip(*grads))
+    logits = (h @ w.T).detach().requires_grad_()
+    assert torch.autograd.grad(logits_block(logits, rows, cols).sum(), logits)[0].is_sparse
+    assert not torch.autograd.grad(logits_block(logits, rows, cols.flip(0)).sum(), logits)[0].is_sparse

@@ -88,9 +88,8 @@ class KDLoss(Loss):
                 c.logits("train", ids, cands, out=t_logits[k])
             q, weights = fused_targets(t_logits, self.w_dev, cfg.temperature, cfg.epsilon, cfg.normalization,
                                        cfg.fusion, inplace=True)
-        # capped: only the kept rows are scored (the same values); uncapped: the code path the runs were made by
-        s_logits = (model.candidate_scores_of(enc, cands, keep) if cfg.max_instances else
-                    model.candidate_scores(enc, cands)[keep]) / cfg.student_temperature  # (N, C)
+        # only the kept rows are scored: candidate_scores(enc, cands)[keep], the same values and gradients
+        s_logits = model.candidate_scores_of(enc, cands, keep) / cfg.student_temperature  # (N, C)
         kd = kd_loss(s_logits, q, cfg.kl)
         self._count(weights, own, kd)
         return own + cfg.kd_weight * kd

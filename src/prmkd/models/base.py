@@ -28,6 +28,37 @@ class Encoded:
     cache: dict = field(default_factory=dict)  # tensors computed once per step (e.g. full logits)
 
 
+class _Block(torch.autograd.Function):
+    """logits[rows][:, cols] whose gradient is a sparse (N, V) tensor of the block's entries, which autograd adds
+    into the full logits' dense gradient in place: no zero-filled (N, V) tensor per step, and the same sums
+    (each entry is added once), so the same bits as the dense gather."""
+
+    @staticmethod
+    def forward(ctx, logits, rows, cols):
+        ctx.shape = logits.shape
+        ctx.save_for_backward(rows, cols)
+        return logits[rows[:, None], cols[None, :]]  # never the (len(rows), V) rows whole
+
+    @staticmethod
+    def backward(ctx, grad):
+        rows, cols = ctx.saved_tensors
+        index = torch.stack([rows[:, None].expand(-1, len(cols)).reshape(-1),
+                             cols[None, :].expand(len(rows), -1).reshape(-1)])
+        with torch.sparse.check_sparse_tensor_invariants(False):
+            g = torch.sparse_coo_tensor(index, grad.reshape(-1), ctx.shape, is_coalesced=True)
+        return g, None, None
+
+
+def logits_block(logits: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """(len(rows), len(cols)) = logits[rows][:, cols], values and gradients. With strictly increasing `rows` and
+    `cols` (what capped distillation passes: sorted kept instances, `torch.unique` candidates) the gradient is
+    sparse (`_Block`); otherwise the plain gather, whose backward fills an (N, V) tensor of zeros."""
+    increasing = bool((rows[1:] > rows[:-1]).all()) and bool((cols[1:] > cols[:-1]).all())
+    if increasing and logits.requires_grad and torch.is_grad_enabled():
+        return _Block.apply(logits, rows, cols)
+    return logits[rows].index_select(1, cols)
+
+
 class Recommender(nn.Module):
     """Base class; subclasses implement encode / own_loss / candidate_scores / eval_state / score_items."""
 
@@ -52,7 +83,7 @@ class Recommender(nn.Module):
         gathers those rows only, so a few rows never cost an N x C block."""
         logits = enc.cache.get("logits") if self.gathers_logits else None
         if logits is not None:
-            return logits[rows].index_select(1, candidates - 1)
+            return logits_block(logits, rows, candidates - 1)
         return self.candidate_scores(enc, candidates)[rows]
 
     def eval_state(self, batch: EvalBatch) -> Any:
