@@ -1,6 +1,8 @@
 """How the cost of training, distilling and evaluating grows with the data.
 
     python benchmarks/scaling.py            # -> benchmarks/results/scaling.json and scaling.png
+    python benchmarks/scaling.py --skip Scientific_UniSRec Office_UniSRec_EARec --max-users 0 \
+        --out benchmarks/results/scaling_games.json   # Games alone: its PRM-KD / SASRec ratios
 
 Each measurement runs in a fresh process (so its peak resident memory, VmHWM, is its own), one after another:
 
@@ -235,15 +237,17 @@ def measure(args) -> dict:
     cache_writes = [run_child({**t, "mode": "caches"}) for t in real_tasks + synth_tasks]
     real = [run_child({**t, "mode": m}) for t in real_tasks for m in (*TRAIN_MODES, "eval")]
     synth = [run_child({**t, "mode": m}) for t in synth_tasks for m in ("eval", "gather")]
-    fits = {}
+    fits = {}  # a slope needs two sizes (one dataset alone, e.g. --skip the others: ratios only)
     for mode in TRAIN_MODES:
         pts = [r for r in real if r["mode"] == mode]
         x = [r["interactions"] for r in pts]
-        fits[f"epoch_seconds_{mode}"] = slope(x, [r["epoch_seconds"] for r in pts])
-        fits[f"peak_rss_{mode}"] = slope(x, [r["peak_rss_mib"] for r in pts])
+        if len(pts) > 1:
+            fits[f"epoch_seconds_{mode}"] = slope(x, [r["epoch_seconds"] for r in pts])
+            fits[f"peak_rss_{mode}"] = slope(x, [r["peak_rss_mib"] for r in pts])
     ev = [r for r in real + synth if r["mode"] == "eval"]
-    fits["eval_seconds_vs_users_x_items"] = slope([r["users_n"] * r["items_n"] for r in ev],
-                                                  [r["eval_seconds"] for r in ev])
+    if len(ev) > 1:
+        fits["eval_seconds_vs_users_x_items"] = slope([r["users_n"] * r["items_n"] for r in ev],
+                                                      [r["eval_seconds"] for r in ev])
     comps = []
     for name in [t["name"] for t in real_tasks]:
         p = next(r for r in real if r["name"] == name and r["mode"] == "plain")
