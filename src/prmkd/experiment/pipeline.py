@@ -565,6 +565,7 @@ def train_runs_parallel(pipe: Pipeline, stages, jobs: int) -> None:
     import multiprocessing as mp
     import os
     from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures.process import BrokenProcessPool
 
     threads = max(1, (os.cpu_count() or 1) // jobs)
     done_before: set[str] = set()
@@ -587,6 +588,10 @@ def train_runs_parallel(pipe: Pipeline, stages, jobs: int) -> None:
                 except PrmkdError as e:
                     errors.append(f"{futures[fut]}: {e}")
                     continue
+                except BrokenProcessPool:
+                    raise PrmkdError(f"a worker process ended abruptly (killed, or out of memory?) while training "
+                                     f"{futures[fut]}; finished runs are kept: rerun to resume, with fewer --jobs "
+                                     "if memory is short") from None
                 got = f"test ndcg@10 {ndcg:.4f}, " if ndcg is not None else ""
                 pipe.log(f"[{k}/{len(plan)}] {label} finished ({got}{secs:.0f}s)")
         done_before.update(rc.out for rc in plan)
