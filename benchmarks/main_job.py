@@ -106,10 +106,13 @@ def main() -> None:
                 raise SystemExit(f"run {i + 1} failed (rc {res['rc']}); log: {tmp / f'run{i + 1}.log'}")
         if args.adopt:
             run = clone / "runs" / "ml100k"
-            for f in REPORT.iterdir():  # the files the committed copy has, from the report folder or the run's
-                if f.name != wall_path.name:
-                    src = run / "report" / f.name if (run / "report" / f.name).exists() else run / f.name
-                    shutil.copy2(src, f)
+            new = {f.name: f for f in (run / "report").iterdir() if f.is_file()}
+            new.update({n: run / n for n in ("summary.json", "efficiency.json") if (run / n).exists()})
+            for f in REPORT.iterdir():  # a figure the new report no longer draws goes
+                if f.name != wall_path.name and f.name not in new:
+                    f.unlink()
+            for name, src in new.items():
+                shutil.copy2(src, REPORT / name)
             print(f"copied the last run's report to {REPORT.relative_to(ROOT)}", flush=True)
     finally:
         if not args.keep:
