@@ -106,7 +106,8 @@ def main() -> None:
                 raise SystemExit(f"run {i + 1} failed (rc {res['rc']}); log: {tmp / f'run{i + 1}.log'}")
         if args.adopt:
             run = clone / "runs" / "ml100k"
-            new = {f.name: f for f in (run / "report").iterdir() if f.is_file()}
+            # the Markdown report and its figures (report.html embeds them again: not committed)
+            new = {f.name: f for f in (run / "report").iterdir() if f.is_file() and f.name != "report.html"}
             new.update({n: run / n for n in ("summary.json", "efficiency.json") if (run / n).exists()})
             for f in REPORT.iterdir():  # a figure the new report no longer draws goes
                 if f.name != wall_path.name and f.name not in new:
