@@ -134,6 +134,45 @@ def test_pipeline_killed_midway_resumes_to_the_same_results(tmp_path):
     assert metrics_by_run(tmp_path / "killed" / "summary.json") == a
 
 
+def worker_pids(parent: int) -> list[int]:
+    """The spawned worker processes (multiprocessing's spawn_main) among the children of `parent`."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            cmd = (stat.parent / "cmdline").read_bytes()
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == parent and b"spawn_main" in cmd:
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the worker processes through /proc")
+def test_a_killed_parallel_worker_is_one_clear_error_and_the_same_command_resumes(tmp_path):
+    config = write_config(tmp_path, "workers", tmp_path / "cache")
+    args = ("--jobs", "2", "--stages", "baselines", "distill", "ablations")
+    proc = run(config, *args)
+    lines = []
+    for line in proc.stdout:  # the student runs' pool has started: kill one of its workers
+        lines.append(line)
+        if line.startswith("training "):
+            break
+    deadline = time.time() + 60
+    while not (pids := worker_pids(proc.pid)) and time.time() < deadline:
+        time.sleep(0.05)
+    assert pids, "no worker process found: " + "".join(lines)
+    os.kill(pids[0], signal.SIGKILL)
+    out = "".join(lines) + proc.communicate(timeout=600)[0]
+    assert proc.returncode == 2, out
+    assert "a worker process ended abruptly" in out and "rerun to resume" in out and "Traceback" not in out
+    again = run(config, *args)
+    out, _ = again.communicate(timeout=600)
+    assert again.returncode == 0, out
+    summary = json.loads((tmp_path / "workers" / "summary.json").read_text())
+    assert {r["name"] for r in summary["runs"]} >= {"sasrec", "gru4rec", "prmkd-sasrec"} and not summary["not_finished"]
+
+
 def test_run_rejects_an_unknown_teacher_name(tmp_path):
     config = write_config(tmp_path, "names", tmp_path / "cache")
     out = subprocess.run([sys.executable, "-m", "prmkd.cli", "run", str(config), "--teachers", "nosuch"], cwd=REPO,
