@@ -365,3 +365,5 @@ def test_the_capped_block_of_the_full_logits_has_a_sparse_gradient_with_the_same
     logits = (h @ w.T).detach().requires_grad_()
     assert torch.autograd.grad(logits_block(logits, rows, cols).sum(), logits)[0].is_sparse
     assert not torch.autograd.grad(logits_block(logits, rows, cols.flip(0)).sum(), logits)[0].is_sparse
+    everything = logits_block(logits, torch.arange(40), torch.arange(30))  # most of the logits: the dense way
+    assert not torch.autograd.grad(everything.sum(), logits)[0].is_sparse

@@ -101,6 +101,8 @@ def test_pipeline_killed_midway_resumes_to_the_same_results(tmp_path):
     assert ref.returncode == 0, out
     uninterrupted = time.time() - t0
     assert "training 10 run(s) in up to 2 processes" in out and "[10/10] " in out
+    after_pool = out.split("[10/10] ", 1)[1].splitlines()[1:]
+    assert not [ln for ln in after_pool if "parameters ->" in ln], "the serial pass trained a run again"
 
     # kill the second run once it is inside the baselines (teachers done, students under way)
     proc = run(cut_cfg)
@@ -166,6 +168,23 @@ def test_a_killed_parallel_worker_is_one_clear_error_and_the_same_command_resume
     out = "".join(lines) + proc.communicate(timeout=600)[0]
     assert proc.returncode == 2, out
     assert "a worker process ended abruptly" in out and "rerun to resume" in out and "Traceback" not in out
+
+    # Ctrl-C stops the pipeline and its workers at once (no queued run starts afterwards)
+    proc = run(config, *args)
+    for line in proc.stdout:
+        if line.startswith("training "):
+            break
+    deadline = time.time() + 60
+    while not (pids := worker_pids(proc.pid)) and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    t0 = time.time()
+    proc.communicate(timeout=60)
+    assert time.time() - t0 < 30 and proc.returncode != 0
+    time.sleep(1)
+    assert not [p for p in pids if Path(f"/proc/{p}").exists() and
+                b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes()], "a worker outlived the pipeline"
+
     again = run(config, *args)
     out, _ = again.communicate(timeout=600)
     assert again.returncode == 0, out

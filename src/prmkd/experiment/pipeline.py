@@ -315,17 +315,19 @@ class Pipeline:
                 continue
             main = self.main_value(param)
             valid = {main: self.main_valid(sw.seeds)} if main is not None else {}
+            unfinished = False
             for value in values:
                 if value == main:
                     continue
                 got = [self.sweep_run(param, value, s) for s in sw.seeds]
+                unfinished |= any(r is None for r in got)
                 valid[value] = [r["metrics"]["valid"]["ndcg@10"] for r in got if r]
                 if param == "hidden_size":  # the plain student at each size, for the same plot
                     for s in sw.seeds:
                         self.sweep_run(param, value, s, plain=True)
             self.record_main_point(param)
             scored = {v: sum(x) / len(x) for v, x in valid.items() if x}
-            if self.plan is not None and len(scored) < len(valid):
+            if self.plan is not None and (unfinished or len(scored) < len(valid)):
                 continue  # planning: the best value is known once every value's runs have finished
             if sw.best_seeds and scored:
                 best = max(scored, key=scored.get)
@@ -536,23 +538,60 @@ def build_teachers_parallel(pipe: Pipeline, jobs: int) -> None:
 
 
 _WORKER_DATA: SeqDataset | None = None  # a run worker's dataset, prepared once per process
+_WORKER_THREADS = 1
 
 
-def _run_worker_init(data: DataConfig, threads: int) -> None:
-    import torch
+def _exit_with_parent(parent: int) -> None:
+    """A worker whose pipeline process is gone (killed) stops, instead of training on into run folders that a
+    rerun of the pipeline is about to train again."""
+    import os
+    import threading
 
-    global _WORKER_DATA
-    torch.set_num_threads(threads)
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def _run_worker_init(data: DataConfig, threads: int, parent: int) -> None:
+    import signal
+
+    global _WORKER_DATA, _WORKER_THREADS
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the pipeline's to handle: it stops the workers
+    _exit_with_parent(parent)
+    _WORKER_THREADS = threads
     setup_logging()
     _WORKER_DATA = prepare(data, log=None)
 
 
 def _run_worker(rc: RunConfig, label: str) -> tuple[str, float | None, float]:
-    """Child process: train one run; returns its label, test NDCG@10 and seconds."""
+    """Child process: train one run; returns its label, test NDCG@10 and seconds. Any failure comes back as a
+    RuntimeError holding its message (a bug: its traceback too), which always pickles."""
+    import traceback
+
+    import torch
+
     t0 = time.time()
+    torch.set_num_threads(_WORKER_THREADS)  # a previous run's own train.threads must not carry over
     setup_logging(prefix=f"[{label}] ")
-    res = train_run(rc, _WORKER_DATA, log=info, replace=True)
+    try:
+        res = train_run(rc, _WORKER_DATA, log=info, replace=True)
+    except PrmkdError as e:
+        raise RuntimeError(str(e)) from None
+    except Exception as e:
+        raise RuntimeError(f"{type(e).__name__}: {e}\n{traceback.format_exc()}") from None
     return label, res["metrics"].get("test", {}).get("ndcg@10"), time.time() - t0
+
+
+def _stop(pool) -> None:
+    """Cancel what has not started and end the workers now (Ctrl-C, or the pool broke)."""
+    procs = list((getattr(pool, "_processes", None) or {}).values())  # shutdown forgets them
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in procs:
+        if proc.is_alive():
+            proc.terminate()
 
 
 def train_runs_parallel(pipe: Pipeline, stages, jobs: int) -> None:
@@ -561,12 +600,18 @@ def train_runs_parallel(pipe: Pipeline, stages, jobs: int) -> None:
     others' results (a sweep's best value on more seeds) are planned again once those have finished. The
     stages then run as usual and find every run finished, so the summary, the records and every run's
     fingerprint are exactly a serial pipeline's; a run's last digits can differ from one trained with more
-    threads. A failed run is reported by name after the others have finished; rerun to resume."""
+    threads. A failed run is reported by name after the others have finished; rerun to resume. Inside a
+    data-parallel launch (torchrun) the runs stay serial: each rank must train the same run."""
     import multiprocessing as mp
     import os
     from concurrent.futures import ProcessPoolExecutor, as_completed
     from concurrent.futures.process import BrokenProcessPool
 
+    from .. import parallel
+
+    if parallel.env().active:
+        pipe.log("--jobs is ignored inside a data-parallel launch: every rank trains the same runs in turn")
+        return
     threads = max(1, (os.cpu_count() or 1) // jobs)
     done_before: set[str] = set()
     while plan := [rc for rc in pipe.plan_runs(stages) if rc.out not in done_before]:
@@ -574,9 +619,9 @@ def train_runs_parallel(pipe: Pipeline, stages, jobs: int) -> None:
         width = min(jobs, len(plan))
         pipe.log(f"training {len(plan)} run(s) in up to {width} processes, {threads} torch thread(s) each")
         errors = []
-        ctx = mp.get_context("spawn")
-        with ProcessPoolExecutor(width, mp_context=ctx, initializer=_run_worker_init,
-                                 initargs=(pipe.cfg.data, threads)) as pool:
+        pool = ProcessPoolExecutor(width, mp_context=mp.get_context("spawn"), initializer=_run_worker_init,
+                                   initargs=(pipe.cfg.data, threads, os.getpid()))
+        try:
             futures = {}
             for rc in plan:
                 label = str(Path(rc.out).relative_to(pipe.out)) if Path(rc.out).is_relative_to(pipe.out) \
@@ -585,15 +630,23 @@ def train_runs_parallel(pipe: Pipeline, stages, jobs: int) -> None:
             for k, fut in enumerate(as_completed(futures), 1):
                 try:
                     label, ndcg, secs = fut.result()
-                except PrmkdError as e:
-                    errors.append(f"{futures[fut]}: {e}")
-                    continue
                 except BrokenProcessPool:
-                    raise PrmkdError(f"a worker process ended abruptly (killed, or out of memory?) while training "
-                                     f"{futures[fut]}; finished runs are kept: rerun to resume, with fewer --jobs "
-                                     "if memory is short") from None
+                    left = len(plan) - k + 1
+                    raise PrmkdError(f"a worker process ended abruptly (killed, or out of memory?) with {left} of "
+                                     f"{len(plan)} run(s) unfinished" +
+                                     "".join(f"; also failed: {e}" for e in errors) +
+                                     ". Finished runs are kept: rerun to resume, with fewer --jobs if memory "
+                                     "is short") from None
+                except RuntimeError as e:
+                    errors.append(f"{futures[fut]}: {e}")
+                    pipe.log(f"[{k}/{len(plan)}] {futures[fut]} failed: {str(e).splitlines()[0]}")
+                    continue
                 got = f"test ndcg@10 {ndcg:.4f}, " if ndcg is not None else ""
                 pipe.log(f"[{k}/{len(plan)}] {label} finished ({got}{secs:.0f}s)")
+        except BaseException:
+            _stop(pool)
+            raise
+        pool.shutdown(wait=True)
         done_before.update(rc.out for rc in plan)
         pipe._finished = None  # the new runs, for the twin lookup of `train_run`
         if errors:

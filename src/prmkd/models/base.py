@@ -50,11 +50,13 @@ class _Block(torch.autograd.Function):
 
 
 def logits_block(logits: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-    """(len(rows), len(cols)) = logits[rows][:, cols], values and gradients. With strictly increasing `rows` and
-    `cols` (what capped distillation passes: sorted kept instances, `torch.unique` candidates) the gradient is
-    sparse (`_Block`); otherwise the plain gather, whose backward fills an (N, V) tensor of zeros."""
-    increasing = bool((rows[1:] > rows[:-1]).all()) and bool((cols[1:] > cols[:-1]).all())
-    if increasing and logits.requires_grad and torch.is_grad_enabled():
+    """(len(rows), len(cols)) = logits[rows][:, cols], values and gradients. For a block of at most an eighth of
+    the logits with strictly increasing `rows` and `cols` (what capped distillation passes: sorted kept
+    instances, `torch.unique` candidates) the gradient is sparse (`_Block`); otherwise the plain gather, whose
+    backward fills an (N, V) tensor of zeros (cheaper than a sparse index when the block is most of the logits)."""
+    small = len(rows) * len(cols) * 8 <= logits.numel()  # its index costs 16 bytes an entry: worth it when small
+    if small and logits.requires_grad and torch.is_grad_enabled() and bool((rows[1:] > rows[:-1]).all()) \
+            and bool((cols[1:] > cols[:-1]).all()):
         return _Block.apply(logits, rows, cols)
     return logits[rows].index_select(1, cols)
 
