@@ -150,13 +150,12 @@ def worker_pids(parent: int) -> list[int]:
     return pids
 
 
-@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the worker processes through /proc")
-def test_a_killed_parallel_worker_is_one_clear_error_and_the_same_command_resumes(tmp_path):
-    config = write_config(tmp_path, "workers", tmp_path / "cache")
-    args = ("--jobs", "2", "--stages", "baselines", "distill", "ablations")
+def until_pool(config: Path, *args: str) -> tuple[subprocess.Popen, list[str], list[int]]:
+    """`prmkd run` started and read until its student runs' pool has started: the process, the lines read so far
+    and the pids of its workers."""
     proc = run(config, *args)
     lines = []
-    for line in proc.stdout:  # the student runs' pool has started: kill one of its workers
+    for line in proc.stdout:
         lines.append(line)
         if line.startswith("training "):
             break
@@ -164,19 +163,21 @@ def test_a_killed_parallel_worker_is_one_clear_error_and_the_same_command_resume
     while not (pids := worker_pids(proc.pid)) and time.time() < deadline:
         time.sleep(0.05)
     assert pids, "no worker process found: " + "".join(lines)
+    return proc, lines, pids
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the worker processes through /proc")
+def test_a_killed_parallel_worker_is_one_clear_error_and_the_same_command_resumes(tmp_path):
+    config = write_config(tmp_path, "workers", tmp_path / "cache")
+    args = ("--jobs", "2", "--stages", "baselines", "distill", "ablations")
+    proc, lines, pids = until_pool(config, *args)  # kill one of the pool's workers
     os.kill(pids[0], signal.SIGKILL)
     out = "".join(lines) + proc.communicate(timeout=600)[0]
     assert proc.returncode == 2, out
     assert "a worker process ended abruptly" in out and "rerun to resume" in out and "Traceback" not in out
 
     # Ctrl-C stops the pipeline and its workers at once (no queued run starts afterwards)
-    proc = run(config, *args)
-    for line in proc.stdout:
-        if line.startswith("training "):
-            break
-    deadline = time.time() + 60
-    while not (pids := worker_pids(proc.pid)) and time.time() < deadline:
-        time.sleep(0.05)
+    proc, _, pids = until_pool(config, *args)
     proc.send_signal(signal.SIGINT)
     t0 = time.time()
     proc.communicate(timeout=60)
