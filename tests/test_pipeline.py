@@ -166,6 +166,22 @@ def until_pool(config: Path, *args: str) -> tuple[subprocess.Popen, list[str], l
     return proc, lines, pids
 
 
+def alive_workers(pids: list[int], wait: float = 10.0) -> list[int]:
+    """Those of `pids` still running a spawned worker after up to `wait` seconds."""
+    deadline = time.time() + wait
+    while True:
+        alive = []
+        for p in pids:
+            try:
+                if b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes():  # a zombie's cmdline is empty
+                    alive.append(p)
+            except OSError:
+                pass
+        if not alive or time.time() > deadline:
+            return alive
+        time.sleep(0.2)
+
+
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the worker processes through /proc")
 def test_a_killed_parallel_worker_is_one_clear_error_and_the_same_command_resumes(tmp_path):
     config = write_config(tmp_path, "workers", tmp_path / "cache")
@@ -182,9 +198,7 @@ def test_a_killed_parallel_worker_is_one_clear_error_and_the_same_command_resume
     t0 = time.time()
     proc.communicate(timeout=60)
     assert time.time() - t0 < 30 and proc.returncode != 0
-    time.sleep(1)
-    assert not [p for p in pids if Path(f"/proc/{p}").exists() and
-                b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes()], "a worker outlived the pipeline"
+    assert not alive_workers(pids, wait=1.0), "a worker outlived the pipeline"
 
     again = run(config, *args)
     out, _ = again.communicate(timeout=600)
@@ -257,6 +271,34 @@ def test_parallel_teacher_build_reports_a_failing_teacher_by_name(tmp_path):
     assert "Traceback" not in out.stderr
     # the other teacher's process ran to the end
     assert (tmp_path / "fail" / "teachers" / "unisrec" / "cache" / "manifest.json").exists()
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the worker processes through /proc")
+def test_a_killed_or_interrupted_pipeline_stops_its_teacher_builds(tmp_path):
+    """A teacher build must not go on, unseen, after its pipeline has gone: a rerun would build the same teacher
+    into the same folder at the same time."""
+    config = write_config(tmp_path, "tkill", tmp_path / "cache")
+    args = ("--stages", "teachers", "--jobs", "2")
+    long = [f"--set=teachers.{t}.train.{k}=1000" for t in ("unisrec", "unisrec-text") for k in ("epochs", "patience")]
+    for sig in (signal.SIGKILL, signal.SIGINT):
+        proc = run(config, *args, *long)
+        lines, started = [], 0
+        for line in proc.stdout:  # both builds under way (a process still starting up dies with its parent anyway)
+            lines.append(line)
+            started += "] == teacher " in line
+            if started == 2:
+                break
+        pids = worker_pids(proc.pid)
+        assert len(pids) == 2, "".join(lines)
+        proc.send_signal(sig)
+        proc.communicate(timeout=60)
+        assert proc.returncode != 0
+        assert not alive_workers(pids), f"a teacher build outlived its pipeline ({signal.Signals(sig).name})"
+    again = run(config, *args)
+    out, _ = again.communicate(timeout=600)
+    assert again.returncode == 0, out
+    for name in ("unisrec", "unisrec-text"):
+        assert (tmp_path / "tkill" / "teachers" / name / "cache" / "manifest.json").exists()
 
 
 def test_teachers_sharing_a_pretraining_run_are_built_in_one_process():

@@ -476,10 +476,15 @@ def teacher_groups(pipe: Pipeline) -> list[list[TeacherSpec]]:
     return list(groups.values())
 
 
-def _build_group(tcfgs: list[TeacherRunConfig], threads: int, queue) -> None:
-    """Child process: build the teachers of one group in order, logging with the teacher's name."""
+def _build_group(tcfgs: list[TeacherRunConfig], threads: int, queue, parent: int) -> None:
+    """Child process: build the teachers of one group in order, logging with the teacher's name. It ends with
+    the pipeline process (killed, or stopped by Ctrl-C, which is the pipeline's to handle)."""
+    import signal
+
     import torch
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _exit_with_parent(parent)
     torch.set_num_threads(threads)
     name = ""
     try:
@@ -515,23 +520,30 @@ def build_teachers_parallel(pipe: Pipeline, jobs: int) -> None:
     pipe.log(f"building teachers in up to {width} processes, {threads} torch thread(s) each: "
              + "; ".join(", ".join(s.label for s in g) for g in groups))
     pending, running, errors = list(groups), {}, []
-    while pending or running:
-        while pending and len(running) < width:  # a freed slot takes the next group
-            g = pending.pop(0)
-            q = ctx.Queue()
-            p = ctx.Process(target=_build_group, args=([pipe.teacher_run_config(s) for s in g], threads, q))
-            p.start()
-            running[p.sentinel] = (g, p, q)
-        for sentinel in mpc.wait(list(running)):  # blocks until a process ends
-            g, p, q = running.pop(sentinel)
-            p.join()
-            try:
-                msg = q.get(timeout=1)
-            except queue_mod.Empty:
-                msg = None
-            if p.exitcode != 0:
-                names = ", ".join(s.label for s in g)
-                errors.append(msg or f"the process building {names} exited with code {p.exitcode}")
+    try:
+        while pending or running:
+            while pending and len(running) < width:  # a freed slot takes the next group
+                g = pending.pop(0)
+                q = ctx.Queue()
+                p = ctx.Process(target=_build_group,
+                                args=([pipe.teacher_run_config(s) for s in g], threads, q, os.getpid()))
+                p.start()
+                running[p.sentinel] = (g, p, q)
+            for sentinel in mpc.wait(list(running)):  # blocks until a process ends
+                g, p, q = running.pop(sentinel)
+                p.join()
+                try:
+                    msg = q.get(timeout=1)
+                except queue_mod.Empty:
+                    msg = None
+                if p.exitcode != 0:
+                    names = ", ".join(s.label for s in g)
+                    errors.append(msg or f"the process building {names} exited with code {p.exitcode}")
+    except BaseException:  # Ctrl-C (or a bug here): no teacher build goes on without the pipeline
+        for _, p, _ in running.values():
+            if p.is_alive():
+                p.terminate()
+        raise
     if errors:
         raise PrmkdError("parallel teacher build failed: " + "; ".join(errors) +
                          " (finished stages are kept; rerun to resume, or add --jobs 1 to see the error inline)")
