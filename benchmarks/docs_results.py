@@ -344,10 +344,13 @@ def variant_vs_main(name: str) -> str:
     if not d:
         return missing(name)
     (label,) = [k for k in d["summary"] if k != "main"]
-    lines = ["| | test NDCG@10 | test Recall@10 | per seed (NDCG@10) |", "|---|---:|---:|---|"]
+    lines = ["| | valid NDCG@10 (mean of seeds) | test NDCG@10 | test Recall@10 | per seed (test NDCG@10) |",
+             "|---|---:|---:|---:|---|"]
     for k in ("main", label):
         sm = d["summary"][k]
-        lines.append(f"| {'main PRM-KD' if k == 'main' else label} | {ms(sm['ndcg@10'])} | {ms(sm['recall@10'])} | "
+        valid = [r["metrics"]["valid"]["ndcg@10"] for r in d["runs"] if r["variant"] == k]
+        lines.append(f"| {'main PRM-KD' if k == 'main' else label} | {sum(valid) / len(valid):.4f} | "
+                     f"{ms(sm['ndcg@10'])} | {ms(sm['recall@10'])} | "
                      + ", ".join(f"{v:.4f}" for v in sm["ndcg@10"]["values"]) + " |")
     lines += [""] + [f"- {c['name']}: {c['value']:+.2%} (paired t-test over {c['n_users']:,} users, p = "
                      f"{p_value(c['p_value'])})" for c in d["comparisons"]]
