@@ -194,15 +194,20 @@ def main_job(name: str = "benchmarks/report/ml100k/wall_time.json") -> str:
     s = load("benchmarks/report/ml100k/summary.json")
     if not d or not s:
         return missing(name)
+    import re
+
     last = d["runs"][-1]
+    pipeline = re.search(r"done in (\d+)s", last.get("pipeline_line") or "")
     lines = [f"Last timed run from a fresh clone (`python benchmarks/main_job.py`): **{last['wall_seconds']:,.0f} s** "
-             f"(environment, install and pipeline).", "",
-             "| student | plain test NDCG@10 | PRM-KD test NDCG@10 | change | paired p |", "|---|---:|---:|---:|---:|"]
+             "(environment, install and pipeline"
+             + (f"; `prmkd run` itself {int(pipeline[1]):,} s" if pipeline else "") + ").", "",
+             "| student | seeds | plain test NDCG@10 | PRM-KD test NDCG@10 | change | paired p |",
+             "|---|---:|---:|---:|---:|---:|"]
     for c in s["comparisons"]:  # each student distilled against its plain twin (ablations and sweeps: docs/results.md)
         if c["metric"] != "ndcg@10" or c["a"] != f"prmkd-{c['b']}":
             continue
-        lines.append(f"| {LABEL.get(c['b'], c['b'])} | {c['mean_b']:.4f} | {c['mean_a']:.4f} | {pct(c['value'])} | "
-                     f"{p_value(c['p_value'])} |")
+        lines.append(f"| {LABEL.get(c['b'], c['b'])} | {c.get('seeds_a', '')} | {c['mean_b']:.4f} | "
+                     f"{c['mean_a']:.4f} | {pct(c['value'])} | {p_value(c['p_value'])} |")
     lines.append(f"\nSource: `{name}` and `benchmarks/report/ml100k/summary.json` ({machine(s)}).")
     return "\n".join(lines) + "\n"
 
@@ -270,6 +275,9 @@ def tuning(name: str = "tuning_scientific.json") -> str:
     for st in d["steps"]:
         vals = ", ".join(f"{k}: {v:.4f}" for k, v in st["valid_ndcg@10"].items())
         lines.append(f"| {st['coordinate']} | {vals} | {st['chosen']} |")
+    if d.get("unfinished"):
+        lines += ["", f"Not tuned yet (the tuning was stopped before them; the config's values stand): "
+                      f"{', '.join(d['unfinished'])}."]
     return "\n".join(lines) + "\n\n" + source(name, d)
 
 

@@ -5,11 +5,13 @@
 
 The pipeline's teachers are built (or reused) and its student is distilled with one setting changed at a time,
 holding the others at the best found so far, in the order of --order (each parameter once: which teachers, lambda,
-tau, normalization, KL direction, student temperature, epsilon, the cap on KD instances). A setting's score is its
-mean validation NDCG@10 over --seeds; the best of each coordinate is kept. Test metrics are recorded but never
-looked at for the choice. Runs go to <pipeline out>/tuning/<setting>-seed<s> (fingerprinted like every run: a rerun
-reuses them). What is chosen is written down, not applied: put it in the config (its defaults) by hand, citing
-this file.
+tau, fusion of the teachers, normalization, KL direction, student temperature, epsilon, the cap on KD instances). A
+setting's score is its mean validation NDCG@10 over --seeds; the best of each coordinate is kept. Test metrics are
+recorded but never looked at for the choice. Runs go to <pipeline out>/tuning/<setting>-seed<s> (fingerprinted like
+every run: a rerun reuses them, and the same run finished elsewhere in the pipeline, a sweep point or an ablation,
+is copied instead of trained). The results file is written after every coordinate, so a tuning stopped part way
+keeps what it has measured ("unfinished" lists the coordinates left). What is chosen is written down, not applied:
+put it in the config (its defaults) by hand, citing this file.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from _common import RESULTS, ROOT, header, write_json  # noqa: E402
 GRID = {
     "kd_weight": [0.3, 1.0, 3.0, 10.0],
     "temperature": [0.5, 1.0, 2.0, 4.0],
+    "fusion": ["consistency", "average"],  # "average": the paper's w/o WA
     "normalization": ["softmax", "minmax", "rank"],
     "kl": ["reverse", "forward"],
     "student_temperature": [0.5, 1.0, 2.0],
@@ -37,9 +40,11 @@ GRID = {
 
 
 def tag(setting: dict) -> str:
-    """The folder name of a setting (the KD-instance cap left out while off: the names of earlier tunings hold)."""
+    """The folder name of a setting (the KD-instance cap left out while off, the fusion while the paper's: the names
+    of earlier tunings hold)."""
     return "-".join(f"{k}={v}" for k, v in sorted(setting.items()) if k != "teachers"
-                    and not (k == "max_instances" and v == 0)) + f"-teachers={'+'.join(setting['teachers'])}"
+                    and not (k == "max_instances" and v == 0) and not (k == "fusion" and v == "consistency")) \
+        + f"-teachers={'+'.join(setting['teachers'])}"
 
 
 def main() -> None:
@@ -75,12 +80,18 @@ def main() -> None:
     def launch(setting: dict, seed: int) -> subprocess.Popen | None:
         """`prmkd distill` of one setting and seed in its own process (None when it is already finished)."""
         from prmkd.config import to_dict
+        from prmkd.experiment.pipeline import copy_run
         from prmkd.experiment.runner import finished, fingerprint
 
         kd = pipe.kd(setting["teachers"], **{k: setting[k] for k in GRID})
         out = pipe.layout.extra("tuning", tag(setting), seed).path
         rc = pipe.run_cfg(cfg.student, seed, out, kd)
-        if finished(out, fingerprint(rc, pipe.ds)):
+        fp = fingerprint(rc, pipe.ds)
+        if finished(out, fp):
+            return None
+        if (twin := pipe.finished_runs().get(fp)) is not None:
+            pipe.log(f"{out}: the same run is finished in {twin}: copied")
+            copy_run(twin, out)
             return None
         out.mkdir(parents=True, exist_ok=True)
         spec = out.parent / f"{out.name}.json"  # the name holds dots (tau=1.0): never with_suffix
@@ -124,11 +135,26 @@ def main() -> None:
             pipe.log(f"tuning {key}: valid ndcg@10 {tried[key]['valid_ndcg@10']:.4f}")
         return tried[key]["valid_ndcg@10"]
 
+    def write(unfinished: list[str]) -> None:
+        plain = []
+        for s in args.seeds:
+            out = pipe.layout.baseline(cfg.student, s).path
+            res = pipe.train_run(pipe.run_cfg(cfg.student, s, out))
+            plain.append(res["metrics"])
+        result = {**hdr, "pipeline_config": args.config, "overrides": args.overrides, "seeds": args.seeds,
+                  "method": __doc__.strip().splitlines()[0], "order": args.order, "grid": GRID,
+                  "teacher_sets": sets, "steps": steps, "chosen": best, "unfinished": unfinished,
+                  "settings_tried": list(tried.values()),
+                  "plain_student_valid_ndcg@10": sum(m["valid"]["ndcg@10"] for m in plain) / len(plain),
+                  "runs": runs, "comparisons": [], "script_seconds": round(time.time() - t0, 1)}
+        write_json(Path(args.out) if args.out else RESULTS / f"tuning_{cfg.name}.json", result)
+
     steps = []
-    for coord in args.order:
+    for i, coord in enumerate(args.order):
         options = sets if coord == "teachers" else GRID[coord]
-        candidates = [{**best, coord: v} for v in options
-                      if not (coord == "epsilon" and len(best["teachers"]) < 3)]  # epsilon needs three teachers
+        candidates = [{**best, coord: v} for v in options  # epsilon needs three teachers, fusion two
+                      if not (coord == "epsilon" and len(best["teachers"]) < 3)
+                      and not (coord == "fusion" and len(best["teachers"]) < 2)]
         run_all(candidates)
         scores = {str(st[coord]): (st[coord], score(st)) for st in candidates}
         if scores:
@@ -136,17 +162,7 @@ def main() -> None:
             best = {**best, coord: chosen}
             steps.append({"coordinate": coord, "valid_ndcg@10": {k: s for k, (_, s) in scores.items()},
                           "chosen": chosen})
-    plain = []
-    for s in args.seeds:
-        out = pipe.layout.baseline(cfg.student, s).path
-        res = pipe.train_run(pipe.run_cfg(cfg.student, s, out))
-        plain.append(res["metrics"])
-    result = {**hdr, "pipeline_config": args.config, "overrides": args.overrides, "seeds": args.seeds,
-              "method": __doc__.strip().splitlines()[0], "order": args.order, "grid": GRID,
-              "teacher_sets": sets, "steps": steps, "chosen": best, "settings_tried": list(tried.values()),
-              "plain_student_valid_ndcg@10": sum(m["valid"]["ndcg@10"] for m in plain) / len(plain),
-              "runs": runs, "comparisons": [], "script_seconds": round(time.time() - t0, 1)}
-    write_json(Path(args.out) if args.out else RESULTS / f"tuning_{cfg.name}.json", result)
+        write(args.order[i + 1:])
 
 
 if __name__ == "__main__":
