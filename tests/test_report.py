@@ -343,3 +343,32 @@ def test_detectable_change_is_found_four_times_in_five():
     found = [paired_ttest(b * (1 + f) + noise(), b)[1] < 0.05 for f in (mde, mde / 2) for _ in range(400)]
     full, half = np.mean(found[:400]), np.mean(found[400:])
     assert 0.72 < full < 0.88 and half < 0.45
+
+
+def test_a_distilled_student_below_its_twin_is_said_to_be_hurt_only_when_the_test_finds_it(tmp_path):
+    from prmkd.report.findings import findings
+
+    root = fabricate_run(tmp_path, ablations=False, sweeps=False, efficiency=False)
+    summary = json.loads((root / "summary.json").read_text())
+
+    def comp(m: str, value: float, p: float) -> dict:
+        return {"name": f"prmkd-{m} vs {m}", "a": f"prmkd-{m}", "b": m, "metric": "ndcg@10", "value": value,
+                "p_value": p, "mean_a": 0.02, "mean_b": 0.02, "n_users": 400, "seeds_a": 1}
+
+    summary["comparisons"] = [comp("fm", -0.06, 0.78), comp("lightgcn", -0.2, 0.001), comp("deepfm", 0.5, 0.09)]
+    for r in summary["runs"]:  # every run went its 20 epochs, but one plain FM stopped at its 5th, best at epoch 1
+        r["config"] = {"train": {"epochs": 20}}
+        r["timing"].update(best_epoch=16, epochs=20)
+    fm = next(r for r in summary["runs"] if r["name"] == "fm")
+    fm["timing"].update(best_epoch=1, epochs=5)
+    (root / "summary.json").write_text(json.dumps(summary))
+    rf = load_run_folder(root)
+    said = {line.split(":", 1)[0]: line for line in findings(rf)}
+    valid = {n: rf.select(group="universality", name=n)[0]["metrics"]["valid"]["ndcg@10"] for n in ("prmkd-fm", "fm")}
+    assert said["FM"].endswith(f"; below its plain twin on test, not significantly (validation NDCG@10: distilled "
+                               f"{valid['prmkd-fm']:.4f}, plain {valid['fm']:.4f}).")
+    assert "hurt" not in said["FM"] and "1 seed(s) each" in said["FM"]
+    assert said["LightGCN"].endswith("; distillation hurt this student.")
+    assert said["DeepFM"].endswith("1 seed(s) each).") and "below" not in said["DeepFM"]
+    early = [line for line in findings(rf) if "stopped early" in line]
+    assert len(early) == 1 and early[0].startswith("1 run(s)") and "fm (seed 0)" in early[0]

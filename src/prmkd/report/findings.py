@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from .data import RunFolder, display_name, mean_std
+from .data import RunFolder, display_name, mean_std, values
 from .tables import ALPHA, BASE, STUDENT, Table, fmt, fmt_p
 
 METRIC = "ndcg@10"
@@ -39,6 +39,19 @@ def _power(c: dict, significant: bool) -> str:
         return ""
     return (f" With these {c['n_users']:,} users and the spread of their differences, the paired test finds a change "
             f"of about {100 * mde:.0f}% or more (80% power at {ALPHA}).")
+
+
+def _below_twin(rf: RunFolder, name: str, c: dict) -> str:
+    """The end of a distilled student's sentence: whether distillation hurt it, with the validation split's view
+    when the test finds no significant difference."""
+    if c["value"] >= 0:
+        return "."
+    if c["p_value"] < ALPHA:
+        return "; distillation hurt this student."
+    valid = [values(rf.select(group="universality", name=n), METRIC, "valid") for n in (name, name[6:])]
+    seen = "" if not all(len(v) for v in valid) else \
+        f" (validation NDCG@10: distilled {fmt(valid[0].mean())}, plain {fmt(valid[1].mean())})"
+    return f"; below its plain twin on test, not significantly{seen}."
 
 
 def findings(rf: RunFolder) -> list[str]:
@@ -77,8 +90,8 @@ def findings(rf: RunFolder) -> list[str]:
             c = _test(rf, f"{name} vs {name[6:]}")
             if c:
                 out.append(f"{display_name(name[6:])}: distilled {fmt(c['mean_a'])} vs plain {fmt(c['mean_b'])} "
-                           f"({_pct(c)}; {_verdict(c)})" + ("; distillation hurt this student." if c["value"] < 0
-                                                             else "."))
+                           f"({_pct(c)}; {_verdict(c)}; {c.get('seeds_a', '?')} seed(s) each)"
+                           + _below_twin(rf, name, c))
     abl = [c for c in rf.summary.get("comparisons") or [] if c.get("metric") == METRIC
            and str(c.get("name", "")).startswith("ablation ")]
     if abl:
@@ -99,7 +112,20 @@ def findings(rf: RunFolder) -> list[str]:
     if budget:
         out.append(f"{len(budget)} run(s) were ended by a time budget rather than by early stopping: "
                    + ", ".join(sorted({r['name'] for r in budget})) + ".")
+    early = [r for r in rf.runs if _stopped_at_the_start(r)]
+    if early:
+        out.append(f"{len(early)} run(s) were stopped early with their best validation at epoch 0 or 1, so a dip early "
+                   "in their validation curve may have cut them short: " +
+                   ", ".join(f"{r['name']} (seed {r.get('seed')})" for r in early) +
+                   "; `train.min_epochs` or a larger `train.patience` would train them longer.")
     return out
+
+
+def _stopped_at_the_start(r: dict) -> bool:
+    t, train = r.get("timing") or {}, (r.get("config") or {}).get("train") or {}
+    best, epochs, limit = t.get("best_epoch"), t.get("epochs"), train.get("epochs")
+    return (best is not None and best <= 1 and epochs is not None and limit is not None and epochs < limit
+            and not r.get("budget_ended"))
 
 
 def variants_table(rf: RunFolder) -> Table | None:
