@@ -276,8 +276,8 @@ def tuning(name: str = "tuning_scientific.json") -> str:
         vals = ", ".join(f"{k}: {v:.4f}" for k, v in st["valid_ndcg@10"].items())
         lines.append(f"| {st['coordinate']} | {vals} | {st['chosen']} |")
     if d.get("unfinished"):
-        lines += ["", f"Not tuned yet (the tuning was stopped before them; the config's values stand): "
-                      f"{', '.join(d['unfinished'])}."]
+        lines += ["", f"Not tuned yet (the tuning was stopped before them): {', '.join(d['unfinished'])}. Until "
+                      f"they are, nothing chosen here is applied to {d.get('pipeline_config')}: its values stand."]
     return "\n".join(lines) + "\n\n" + source(name, d)
 
 
@@ -357,7 +357,8 @@ def variant_vs_main(name: str) -> str:
     for k in ("main", label):
         sm = d["summary"][k]
         valid = [r["metrics"]["valid"]["ndcg@10"] for r in d["runs"] if r["variant"] == k]
-        lines.append(f"| {'main PRM-KD' if k == 'main' else label} | {sum(valid) / len(valid):.4f} | "
+        lines.append(f"| {'main PRM-KD' if k == 'main' else label} | "
+                     f"{f'{sum(valid) / len(valid):.4f}' if valid else '–'} | "
                      f"{ms(sm['ndcg@10'])} | {ms(sm['recall@10'])} | "
                      + ", ".join(f"{v:.4f}" for v in sm["ndcg@10"]["values"]) + " |")
     lines += [""] + [f"- {c['name']}: {c['value']:+.2%} (paired t-test over {c['n_users']:,} users, p = "

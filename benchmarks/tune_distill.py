@@ -93,6 +93,7 @@ def main() -> None:
             pipe.log(f"{out}: the same run is finished in {twin}: copied")
             copy_run(twin, out)
             return None
+        pipe.finished_runs()[fp] = out  # once trained, a later setting with this fingerprint copies it
         out.mkdir(parents=True, exist_ok=True)
         spec = out.parent / f"{out.name}.json"  # the name holds dots (tau=1.0): never with_suffix
         spec.write_text(json.dumps(to_dict(rc)))
@@ -135,12 +136,12 @@ def main() -> None:
             pipe.log(f"tuning {key}: valid ndcg@10 {tried[key]['valid_ndcg@10']:.4f}")
         return tried[key]["valid_ndcg@10"]
 
+    plain = []  # the plain student on the same seeds, first: every write below has it
+    for s in args.seeds:
+        out = pipe.layout.baseline(cfg.student, s).path
+        plain.append(pipe.train_run(pipe.run_cfg(cfg.student, s, out))["metrics"])
+
     def write(unfinished: list[str]) -> None:
-        plain = []
-        for s in args.seeds:
-            out = pipe.layout.baseline(cfg.student, s).path
-            res = pipe.train_run(pipe.run_cfg(cfg.student, s, out))
-            plain.append(res["metrics"])
         result = {**hdr, "pipeline_config": args.config, "overrides": args.overrides, "seeds": args.seeds,
                   "method": __doc__.strip().splitlines()[0], "order": args.order, "grid": GRID,
                   "teacher_sets": sets, "steps": steps, "chosen": best, "unfinished": unfinished,

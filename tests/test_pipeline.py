@@ -427,3 +427,16 @@ def test_a_run_finished_elsewhere_in_the_pipeline_is_copied_not_trained(tmp_path
     second = again.train_run(again.run_cfg("sasrec", 0, again.layout.baseline("sasrec", 0).path))
     assert second["metrics"] == first["metrics"] and any("copied" in m for m in logs)
     assert (again.layout.baseline("sasrec", 0).best).exists()
+
+
+def test_copying_a_finished_run_leaves_out_a_killed_writers_temporary_files(tmp_path):
+    from prmkd.experiment.pipeline import copy_run
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("best.pt", "results.json", "per_user_test.npz", "checkpoint.pt", "best.4242.tmp.pt",
+                 "per_user_test.17.tmp.npz"):
+        (src / name).write_text(name)
+    copy_run(src, tmp_path / "dest")
+    assert sorted(p.name for p in (tmp_path / "dest").iterdir()) == ["best.pt", "per_user_test.npz", "results.json"]
+    assert (tmp_path / "dest" / "best.pt").read_text() == "best.pt"

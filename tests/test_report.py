@@ -361,6 +361,12 @@ def test_a_distilled_student_below_its_twin_is_said_to_be_hurt_only_when_the_tes
         r["timing"].update(best_epoch=16, epochs=20)
     fm = next(r for r in summary["runs"] if r["name"] == "fm")
     fm["timing"].update(best_epoch=1, epochs=5)
+    teacher = next(r for r in summary["runs"] if r["role"] == "teacher")  # a teacher's settings are elsewhere
+    teacher["timing"].update(best_epoch=0, epochs=4)
+    summary["runs"].append({**fm, "group": "sweep", "sweep": {"param": "hidden_size", "value": 64, "main": True}})
+    every2 = next(r for r in summary["runs"] if r["name"] == "lightgcn")  # validated every 2nd epoch: 1st and 3rd
+    every2["config"]["train"]["eval_every"] = 2
+    every2["timing"].update(best_epoch=3, epochs=9)
     (root / "summary.json").write_text(json.dumps(summary))
     rf = load_run_folder(root)
     said = {line.split(":", 1)[0]: line for line in findings(rf)}
@@ -371,4 +377,5 @@ def test_a_distilled_student_below_its_twin_is_said_to_be_hurt_only_when_the_tes
     assert said["LightGCN"].endswith("; distillation hurt this student.")
     assert said["DeepFM"].endswith("1 seed(s) each).") and "below" not in said["DeepFM"]
     early = [line for line in findings(rf) if "stopped early" in line]
-    assert len(early) == 1 and early[0].startswith("1 run(s)") and "fm (seed 0)" in early[0]
+    assert len(early) == 1 and early[0].startswith("2 run(s)")
+    assert ": fm (seed 0), lightgcn (seed 0); " in early[0] and "teacher" not in early[0]

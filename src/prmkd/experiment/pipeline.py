@@ -484,6 +484,7 @@ def _build_group(tcfgs: list[TeacherRunConfig], threads: int, queue, parent: int
     import torch
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # terminated: unwind, so partial files are removed
     _exit_with_parent(parent)
     torch.set_num_threads(threads)
     name = ""
@@ -500,6 +501,26 @@ def _build_group(tcfgs: list[TeacherRunConfig], threads: int, queue, parent: int
     except BaseException as e:  # anything else is a bug: keep its traceback too
         queue.put(f"teacher {name}: {type(e).__name__}: {e}")
         raise
+
+
+def _end_processes(procs: list, grace: float = 5.0) -> None:
+    """Terminate the processes still running, then kill those that have not ended after `grace` seconds; a second
+    Ctrl-C meanwhile does not cut this short."""
+    import signal
+
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        alive = [p for p in procs if p.pid is not None and p.is_alive()]
+        for p in alive:
+            p.terminate()
+        deadline = time.time() + grace
+        for p in alive:
+            p.join(max(0.0, deadline - time.time()))
+            if p.is_alive():
+                p.kill()
+                p.join()
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def build_teachers_parallel(pipe: Pipeline, jobs: int) -> None:
@@ -519,7 +540,7 @@ def build_teachers_parallel(pipe: Pipeline, jobs: int) -> None:
     threads = max(1, (os.cpu_count() or 1) // width)
     pipe.log(f"building teachers in up to {width} processes, {threads} torch thread(s) each: "
              + "; ".join(", ".join(s.label for s in g) for g in groups))
-    pending, running, errors = list(groups), {}, []
+    pending, running, errors, procs = list(groups), {}, [], []
     try:
         while pending or running:
             while pending and len(running) < width:  # a freed slot takes the next group
@@ -527,6 +548,7 @@ def build_teachers_parallel(pipe: Pipeline, jobs: int) -> None:
                 q = ctx.Queue()
                 p = ctx.Process(target=_build_group,
                                 args=([pipe.teacher_run_config(s) for s in g], threads, q, os.getpid()))
+                procs.append(p)  # before start(): a Ctrl-C between the two must not leave it running
                 p.start()
                 running[p.sentinel] = (g, p, q)
             for sentinel in mpc.wait(list(running)):  # blocks until a process ends
@@ -540,9 +562,7 @@ def build_teachers_parallel(pipe: Pipeline, jobs: int) -> None:
                     names = ", ".join(s.label for s in g)
                     errors.append(msg or f"the process building {names} exited with code {p.exitcode}")
     except BaseException:  # Ctrl-C (or a bug here): no teacher build goes on without the pipeline
-        for _, p, _ in running.values():
-            if p.is_alive():
-                p.terminate()
+        _end_processes(procs)
         raise
     if errors:
         raise PrmkdError("parallel teacher build failed: " + "; ".join(errors) +
@@ -668,13 +688,15 @@ def train_runs_parallel(pipe: Pipeline, stages, jobs: int) -> None:
 
 def copy_run(src: Path, dest: Path) -> None:
     """A finished run folder's files into `dest` (hard links where the file system allows); results.json last, so
-    an interrupted copy is an unfinished run."""
+    an interrupted copy is an unfinished run. A killed writer's leftover temporary files (io.write_atomic's
+    `NAME.PID.tmp.SUFFIX`) are not copied."""
     import os
+    import re
     import shutil
 
     dest.mkdir(parents=True, exist_ok=True)
-    files = sorted((f for f in src.iterdir() if f.is_file() and f.name != "checkpoint.pt"),
-                   key=lambda f: f.name == "results.json")
+    files = sorted((f for f in src.iterdir() if f.is_file() and f.name != "checkpoint.pt"
+                    and not re.search(r"\.\d+\.tmp(\.|$)", f.name)), key=lambda f: f.name == "results.json")
     for f in files:
         target = dest / f.name
         target.unlink(missing_ok=True)

@@ -44,9 +44,12 @@ def _power(c: dict, significant: bool) -> str:
 def _below_twin(rf: RunFolder, name: str, c: dict) -> str:
     """The end of a distilled student's sentence: whether distillation hurt it, with the validation split's view
     when the test finds no significant difference."""
-    if c["value"] >= 0:
+    p = c.get("p_value")
+    if not c["value"] < 0:  # nan (a plain twin at 0) included
         return "."
-    if c["p_value"] < ALPHA:
+    if p is None or math.isnan(p):
+        return "; below its plain twin on test, with no test possible."
+    if p < ALPHA:
         return "; distillation hurt this student."
     valid = [values(rf.select(group="universality", name=n), METRIC, "valid") for n in (name, name[6:])]
     seen = "" if not all(len(v) for v in valid) else \
@@ -112,20 +115,35 @@ def findings(rf: RunFolder) -> list[str]:
     if budget:
         out.append(f"{len(budget)} run(s) were ended by a time budget rather than by early stopping: "
                    + ", ".join(sorted({r['name'] for r in budget})) + ".")
-    early = [r for r in rf.runs if _stopped_at_the_start(r)]
+    early, seen = [], set()
+    for r in rf.runs:  # a main run is recorded again as each sweep's main point: once each
+        if r.get("role") != "teacher" and not (r.get("sweep") or {}).get("main") and _stopped_at_the_start(r) \
+                and (r.get("run_dir") or id(r)) not in seen:
+            seen.add(r.get("run_dir") or id(r))
+            early.append(r)
     if early:
-        out.append(f"{len(early)} run(s) were stopped early with their best validation at epoch 0 or 1, so a dip early "
-                   "in their validation curve may have cut them short: " +
-                   ", ".join(f"{r['name']} (seed {r.get('seed')})" for r in early) +
+        out.append(f"{len(early)} run(s) were stopped early with their best validation at their first or second "
+                   "evaluation, so a dip early in their validation curve may have cut them short: " +
+                   ", ".join(_run_label(r) for r in early) +
                    "; `train.min_epochs` or a larger `train.patience` would train them longer.")
     return out
 
 
+def _run_label(r: dict) -> str:
+    sweep = r.get("sweep") or {}
+    what = f"ablation {r['ablation']}, " if r.get("ablation") else \
+        f"{'plain, ' if sweep.get('plain') else ''}{sweep['param']}={sweep['value']}, " if sweep.get("param") else ""
+    return f"{r['name']} ({what}seed {r.get('seed')})"
+
+
 def _stopped_at_the_start(r: dict) -> bool:
+    """Stopped by patience (not by the epoch limit or a time budget) with its best at its first or second
+    evaluation (validation runs every `train.eval_every` epochs)."""
     t, train = r.get("timing") or {}, (r.get("config") or {}).get("train") or {}
     best, epochs, limit = t.get("best_epoch"), t.get("epochs"), train.get("epochs")
-    return (best is not None and best <= 1 and epochs is not None and limit is not None and epochs < limit
-            and not r.get("budget_ended"))
+    every = max(1, int(train.get("eval_every") or 1))
+    return (best is not None and best + 1 <= 2 * every and epochs is not None and limit is not None
+            and epochs < limit and not r.get("budget_ended"))
 
 
 def variants_table(rf: RunFolder) -> Table | None:
