@@ -194,8 +194,6 @@ def main_job(name: str = "benchmarks/report/ml100k/wall_time.json") -> str:
     s = load("benchmarks/report/ml100k/summary.json")
     if not d or not s:
         return missing(name)
-    import re
-
     last = d["runs"][-1]
     pipeline = re.search(r"done in (\d+)s", last.get("pipeline_line") or "")
     lines = [f"Last timed run from a fresh clone (`python benchmarks/main_job.py`): **{last['wall_seconds']:,.0f} s** "

@@ -77,8 +77,9 @@ def main() -> None:
     tried: dict[str, dict] = {}
     runs = []
 
-    def launch(setting: dict, seed: int) -> subprocess.Popen | None:
-        """`prmkd distill` of one setting and seed in its own process (None when it is already finished)."""
+    def launch(setting: dict, seed: int) -> tuple[subprocess.Popen, str, Path] | None:
+        """`prmkd distill` of one setting and seed in its own process, with the run's fingerprint and folder (None
+        when it is already finished, here or elsewhere in the pipeline)."""
         from prmkd.config import to_dict
         from prmkd.experiment.pipeline import copy_run
         from prmkd.experiment.runner import finished, fingerprint
@@ -93,28 +94,30 @@ def main() -> None:
             pipe.log(f"{out}: the same run is finished in {twin}: copied")
             copy_run(twin, out)
             return None
-        pipe.finished_runs()[fp] = out  # once trained, a later setting with this fingerprint copies it
         out.mkdir(parents=True, exist_ok=True)
         spec = out.parent / f"{out.name}.json"  # the name holds dots (tau=1.0): never with_suffix
         spec.write_text(json.dumps(to_dict(rc)))
         log = open(out.parent / f"{out.name}.log", "w")
         return subprocess.Popen([sys.executable, "-m", "prmkd.cli", "distill", "--config", str(spec)],
-                                stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"})
+                                stdout=log, stderr=subprocess.STDOUT,
+                                env={**os.environ, "OMP_NUM_THREADS": "1"}), fp, out
 
     def run_all(settings: list[dict]) -> None:
         """Every (setting, seed) not yet finished, --jobs at a time."""
         todo = [(st, sd) for st in settings for sd in args.seeds]
-        running: list[subprocess.Popen] = []
+        running: list[tuple[subprocess.Popen, str, Path]] = []
         while todo or running:
             while todo and len(running) < args.jobs:
-                p = launch(*todo.pop(0))
-                if p is not None:
-                    running.append(p)
-            for p in list(running):
+                job = launch(*todo.pop(0))
+                if job is not None:
+                    running.append(job)
+            for job in list(running):
+                p, fp, out = job
                 if p.poll() is not None:
-                    running.remove(p)
+                    running.remove(job)
                     if p.returncode != 0:
                         raise SystemExit(f"a tuning run failed: {p.args} (see the .log beside its run folder)")
+                    pipe.finished_runs()[fp] = out  # finished: a later setting with this fingerprint copies it
             time.sleep(1)
 
     def score(setting: dict) -> float:
