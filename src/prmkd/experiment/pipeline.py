@@ -621,9 +621,7 @@ def _stop(pool) -> None:
     """Cancel what has not started and end the workers now (Ctrl-C, or the pool broke)."""
     procs = list((getattr(pool, "_processes", None) or {}).values())  # shutdown forgets them
     pool.shutdown(wait=False, cancel_futures=True)
-    for proc in procs:
-        if proc.is_alive():
-            proc.terminate()
+    _end_processes(procs)
 
 
 def train_runs_parallel(pipe: Pipeline, stages, jobs: int) -> None:

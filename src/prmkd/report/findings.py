@@ -115,12 +115,9 @@ def findings(rf: RunFolder) -> list[str]:
     if budget:
         out.append(f"{len(budget)} run(s) were ended by a time budget rather than by early stopping: "
                    + ", ".join(sorted({r['name'] for r in budget})) + ".")
-    early, seen = [], set()
-    for r in rf.runs:  # a main run is recorded again as each sweep's main point: once each
-        if r.get("role") != "teacher" and not (r.get("sweep") or {}).get("main") and _stopped_at_the_start(r) \
-                and (r.get("run_dir") or id(r)) not in seen:
-            seen.add(r.get("run_dir") or id(r))
-            early.append(r)
+    early = list({r.get("run_dir") or id(r): r for r in rf.runs  # a run recorded more than once is named once
+                  if r.get("role") != "teacher" and not (r.get("sweep") or {}).get("main")  # sweeps' main points
+                  and _stopped_at_the_start(r)}.values())
     if early:
         out.append(f"{len(early)} run(s) were stopped early with their best validation at their first or second "
                    "evaluation, so a dip early in their validation curve may have cut them short: " +
