@@ -355,7 +355,7 @@ def variant_vs_main(name: str) -> str:
     for k in ("main", label):
         sm = d["summary"][k]
         valid = [r["metrics"]["valid"]["ndcg@10"] for r in d["runs"] if r["variant"] == k]
-        lines.append(f"| {'main PRM-KD' if k == 'main' else label} | "
+        lines.append(f"| {d.get('main_label', 'main PRM-KD') if k == 'main' else label} | "
                      f"{f'{sum(valid) / len(valid):.4f}' if valid else '–'} | "
                      f"{ms(sm['ndcg@10'])} | {ms(sm['recall@10'])} | "
                      + ", ".join(f"{v:.4f}" for v in sm["ndcg@10"]["values"]) + " |")
@@ -363,6 +363,7 @@ def variant_vs_main(name: str) -> str:
                      f"{p_value(c['p_value'])})" for c in d["comparisons"]]
     lines.append(f"- the variant's mean within one seed std of the main one on both metrics: "
                  f"**{'yes' if d['difference_within_one_seed_std'] else 'no'}**")
+    lines += [f"- {c['name']}: **{c['value']:.2f}**" for c in d.get("speed", [])]
     return "\n".join(lines) + "\n\n" + source(name, d)
 
 

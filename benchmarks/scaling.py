@@ -10,7 +10,9 @@ Each measurement runs in a fresh process (so its peak resident memory, VmHWM, is
   Office_UniSRec_EARec (ID-only). For each: one training epoch plain, one with PRM-KD from three teacher caches
   (random rows of widths 256, 384 and 128, float16, as the Scientific teachers; the cost of a distillation step
   does not depend on what the rows hold) on every instance, one with L_KD on 512 instances a batch
-  (distill.max_instances = 512), and one full-ranking evaluation of the test users;
+  (distill.max_instances = 512), the plain and the capped one again with a sampled softmax (model.negatives = 512:
+  the own loss over 512 uniform negatives a batch instead of every item), and one full-ranking evaluation of the test
+  users;
 - synthetic datasets generated in the process (users with 10 items on average, uniform items), up to 1M users x
   100k items: the full-ranking evaluation of a SASRec (random weights) over every item for every user, and the
   teacher-cache gather path (4,096 random training instances per batch from a memory-mapped float16 cache);
@@ -40,8 +42,13 @@ REAL = {"Scientific_UniSRec": SHARED / "Scientific_UniSRec", "Games_LLMRank": SH
 SYNTHETIC = [(10_000, 10_000), (100_000, 30_000), (300_000, 50_000), (1_000_000, 100_000)]
 TEACHER_DIMS = (256, 384, 128)
 WORK = ROOT / "runs" / "scaling"
-TRAIN_MODES = {"plain": None, "kd": 0, "kd-cap512": 512}  # PRM-KD: distill.max_instances (0 = every instance)
-LABELS = {"plain": "SASRec", "kd": "PRM-KD SASRec", "kd-cap512": "PRM-KD SASRec, 512 KD instances a batch"}
+NEGATIVES = 512  # the sampled-softmax modes: SASRec's own loss over this many uniform negatives a batch
+# mode -> (distill.max_instances, or None for no distillation (0 = every instance); model.negatives (0 = full softmax))
+TRAIN_MODES = {"plain": (None, 0), "kd": (0, 0), "kd-cap512": (512, 0),
+               "plain-sampled": (None, NEGATIVES), "kd-cap512-sampled": (512, NEGATIVES)}
+LABELS = {"plain": "SASRec", "kd": "PRM-KD SASRec", "kd-cap512": "PRM-KD SASRec, 512 KD instances a batch",
+          "plain-sampled": f"SASRec, sampled softmax ({NEGATIVES} negatives)",
+          "kd-cap512-sampled": f"PRM-KD SASRec, 512 KD instances, sampled softmax ({NEGATIVES})"}
 
 
 def vm_hwm_mib() -> float:
@@ -121,14 +128,15 @@ def child(task: dict) -> dict:
         t0 = time.perf_counter()
         random_caches(ds)
         return {**out, "write_seconds": round(time.perf_counter() - t0, 1)}
-    model = build_model({"name": "sasrec", "hidden_size": 64}, ds)
+    cap, negatives = TRAIN_MODES.get(task["mode"], (None, 0))
+    model = build_model({"name": "sasrec", "hidden_size": 64, "negatives": negatives}, ds)
     if task["mode"] in TRAIN_MODES:
         loss_fn = None
-        if task["mode"] != "plain":
+        if cap is not None:
             from prmkd.distillation.trainer import KDLoss
 
             loss_fn = KDLoss(DistillConfig(teachers=[str(c) for c in cache_folders(ds)],
-                                           max_instances=TRAIN_MODES[task["mode"]]), ds)
+                                           max_instances=cap), ds)
         opt = torch.optim.Adam(model.parameters(), lr=1e-3)
         tb = TrainBatches(ds, 512, 0, 20)
         model.train()
@@ -207,7 +215,7 @@ def plot(real: list[dict], synth: list[dict], path: Path) -> None:
     fig = Figure(figsize=(12, 4.2))
     FigureCanvasAgg(fig)
     ax = fig.subplots(1, 3)
-    for mode, marker in zip(TRAIN_MODES, "os^"):
+    for mode, marker in zip(TRAIN_MODES, "os^vD"):
         pts = [r for r in real if r["mode"] == mode]
         ax[0].loglog([r["interactions"] for r in pts], [r["epoch_seconds"] for r in pts], marker=marker,
                      label=LABELS[mode])
@@ -251,12 +259,18 @@ def measure(args) -> dict:
     comps = []
     for name in [t["name"] for t in real_tasks]:
         p = next(r for r in real if r["name"] == name and r["mode"] == "plain")
-        for mode in ("kd", "kd-cap512"):
+        for mode in ("kd", "kd-cap512", "plain-sampled", "kd-cap512-sampled"):
             k = next(r for r in real if r["name"] == name and r["mode"] == mode)
             comps += [{"name": f"{name}: {LABELS[mode]} / SASRec, epoch time", "a": mode, "b": "plain",
                        "metric": "epoch_seconds", "value": round(k["epoch_seconds"] / p["epoch_seconds"], 3)},
                       {"name": f"{name}: {LABELS[mode]} / SASRec, peak memory", "a": mode, "b": "plain",
                        "metric": "peak_rss_mib", "value": round(k["peak_rss_mib"] / p["peak_rss_mib"], 3)}]
+        ps = next(r for r in real if r["name"] == name and r["mode"] == "plain-sampled")
+        ks = next(r for r in real if r["name"] == name and r["mode"] == "kd-cap512-sampled")
+        comps += [{"name": f"{name}: {LABELS['kd-cap512-sampled']} / {LABELS['plain-sampled']}, {what}",
+                   "a": "kd-cap512-sampled", "b": "plain-sampled", "metric": metric,
+                   "value": round(ks[metric] / ps[metric], 3)}
+                  for what, metric in (("epoch time", "epoch_seconds"), ("peak memory", "peak_rss_mib"))]
     runs = [{"name": f"{r.get('name') or 'synthetic'}-{r['mode']}", "role": "measurement", "dataset":
              r.get("name") or f"synthetic {r['users']}x{r['items']}", "seed": 0, "metrics": {},
              "timing": {k: r[k] for k in ("epoch_seconds", "eval_seconds", "gather_ms_per_batch") if k in r},

@@ -221,6 +221,7 @@ RULES: dict[str, tuple] = {
     "kcore": (_non_negative, "an integer >= 0 (0 = off)"),
     "max_elements": (_at_least_one, "an integer >= 1"),
     "max_instances": (_non_negative, "an integer >= 0 (0 = every instance)"),
+    "negatives": (_non_negative, "an integer >= 0 (0 = the full softmax over every item)"),
     "mrr_k": (_at_least_one, "an integer >= 1"),
     "hidden_size": (_at_least_one, "an integer >= 1"),
     "embedding_size": (_at_least_one, "an integer >= 1"),
@@ -301,6 +302,8 @@ TRAIN_ADDED_LATER = {"ema": 0.0}
 DATA_ADDED_LATER = {"drop_short_users": False}
 # distillation options added after runs were fingerprinted, each with the value that leaves the method as it was
 DISTILL_ADDED_LATER: dict = {"max_instances": 0}
+# model options added after runs were fingerprinted, with the value that leaves each model as it was
+MODEL_ADDED_LATER: dict = {"negatives": 0}
 
 
 def train_key(t: TrainConfig | dict) -> dict:

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from .. import parallel
-from ..config import DISTILL_ADDED_LATER, EvalConfig, RunConfig, from_dict, to_dict, train_key, without_later_options
+from ..config import (DISTILL_ADDED_LATER, MODEL_ADDED_LATER, EvalConfig, RunConfig, from_dict, to_dict, train_key,
+                      without_later_options)
 from ..data.dataset import SeqDataset, prepare
 from ..env import check_device, environment, resolve_device
 from ..errors import PrmkdError
@@ -55,6 +56,7 @@ def fingerprint(cfg: RunConfig, ds: SeqDataset) -> str:
     d.pop("out", None)
     d["train"] = train_key(d["train"])
     d["data"] = ds.fingerprint
+    d["model"] = without_later_options(d["model"], MODEL_ADDED_LATER)
     if cfg.distill.teachers:
         d["distill"] = without_later_options(d["distill"], DISTILL_ADDED_LATER)
         d["teacher_caches"] = [cache_identity(t) for t in cfg.distill.teachers]

@@ -7,6 +7,7 @@ against item id ranges of the whole catalogue (`eval_state` + `score_items`, wha
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,9 +84,13 @@ class Recommender(nn.Module):
         """(len(rows), C): `candidate_scores(enc, candidates)[rows]`, the same values and gradients. A model whose
         candidate scores are a gather from the full logits its own loss computed this step (`gathers_logits`)
         gathers those rows only, so a few rows never cost an N x C block."""
-        logits = enc.cache.get("logits") if self.gathers_logits else None
-        if logits is not None:
-            return logits_block(logits, rows, candidates - 1)
+        if self.gathers_logits:
+            logits = enc.cache.get("logits")
+            if logits is not None:
+                return logits_block(logits, rows, candidates - 1)
+            # no full logits this step (a sampled own loss): a dot-product model scores the kept rows alone
+            return self.candidate_scores(Encoded(enc.reps[rows], enc.targets[rows], enc.instance_ids[rows],
+                                                 enc.users[rows]), candidates)
         return self.candidate_scores(enc, candidates)[rows]
 
     def eval_state(self, batch: EvalBatch) -> Any:
@@ -147,6 +152,35 @@ def full_logits(enc: Encoded, item_weight: torch.Tensor, bias: torch.Tensor | No
 def full_softmax_ce(enc: Encoded, item_weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """Cross-entropy of the instances over every real item."""
     return nn.functional.cross_entropy(full_logits(enc, item_weight, bias), enc.targets - 1)
+
+
+def sampled_softmax_ce(enc: Encoded, item_weight: torch.Tensor, bias: torch.Tensor | None, negatives: int
+                       ) -> torch.Tensor:
+    """Cross-entropy of each instance's target against `negatives` items drawn uniformly from the catalogue (one
+    draw shared by the batch, from torch's RNG: seeded and resumable), for catalogues too large to score whole.
+    A draw that hits an instance's own target is left out of that instance's row, and each negative's logit
+    carries log(V / K), so the sampled sum is an unbiased estimate of the full softmax's sum over the other items.
+    A step costs N x K products, not N x V."""
+    v = item_weight.shape[0] - 1  # real items 1..v
+    neg = torch.randint(1, v + 1, (negatives,), device=enc.reps.device)
+    w = item_weight.index_select(0, neg)
+    pos = (enc.reps * item_weight.index_select(0, enc.targets)).sum(-1, keepdim=True)  # (N, 1)
+    s = enc.reps @ w.T + math.log(v / negatives)  # (N, K)
+    if bias is not None:
+        pos = pos + bias.index_select(0, enc.targets)[:, None]
+        s = s + bias.index_select(0, neg)
+    s = s.masked_fill(neg[None, :] == enc.targets[:, None], float("-inf"))
+    logits = torch.cat([pos, s], dim=1)
+    return nn.functional.cross_entropy(logits, torch.zeros_like(enc.targets))
+
+
+def softmax_ce(enc: Encoded, item_weight: torch.Tensor, bias: torch.Tensor | None = None, negatives: int = 0
+               ) -> torch.Tensor:
+    """A sequential model's own loss: the full softmax over every real item, or, with `negatives` > 0 and below
+    the catalogue's size, the sampled one (`sampled_softmax_ce`)."""
+    if 0 < negatives < item_weight.shape[0] - 2:
+        return sampled_softmax_ce(enc, item_weight, bias, negatives)
+    return full_softmax_ce(enc, item_weight, bias)
 
 
 def gathered_scores(enc: Encoded, candidates: torch.Tensor, item_weight: torch.Tensor,

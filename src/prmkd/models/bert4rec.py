@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..data.batches import EvalBatch, SeqBatch
-from .base import Encoded, Recommender, full_softmax_ce, gathered_scores, init_weights
+from .base import Encoded, Recommender, gathered_scores, init_weights, softmax_ce
 from .transformer import Encoder
 
 
@@ -22,6 +22,7 @@ class BERT4RecConfig:
     dropout: float = 0.2
     attn_dropout: float = 0.2
     mask_ratio: float = 0.2
+    negatives: int = 0  # > 0: sampled softmax over this many uniform negatives a batch (large catalogues)
 
 
 class BERT4Rec(Recommender):
@@ -62,7 +63,7 @@ class BERT4Rec(Recommender):
 
     def own_loss(self, enc: Encoded) -> torch.Tensor:
         n = self.n_items + 1  # the mask token's row is never a candidate
-        return full_softmax_ce(enc, self.item_emb.weight[:n], self.out_bias[:n])
+        return softmax_ce(enc, self.item_emb.weight[:n], self.out_bias[:n], negatives=self.cfg.negatives)
 
     def candidate_scores(self, enc: Encoded, candidates: torch.Tensor) -> torch.Tensor:
         return gathered_scores(enc, candidates, self.item_emb.weight, self.out_bias)

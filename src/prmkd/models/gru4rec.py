@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..data.batches import EvalBatch, SeqBatch
-from .base import Encoded, Recommender, flatten_positions, full_softmax_ce, gathered_scores, init_weights
+from .base import Encoded, Recommender, flatten_positions, gathered_scores, init_weights, softmax_ce
 
 
 @dataclass
@@ -18,6 +18,7 @@ class GRU4RecConfig:
     gru_size: int = 128
     layers: int = 1
     dropout: float = 0.3
+    negatives: int = 0  # > 0: sampled softmax over this many uniform negatives a batch (large catalogues)
 
 
 class GRU4Rec(Recommender):
@@ -47,7 +48,7 @@ class GRU4Rec(Recommender):
         return flatten_positions(self.hidden(batch.items), batch)
 
     def own_loss(self, enc: Encoded) -> torch.Tensor:
-        return full_softmax_ce(enc, self.item_emb.weight)
+        return softmax_ce(enc, self.item_emb.weight, negatives=self.cfg.negatives)
 
     def candidate_scores(self, enc: Encoded, candidates: torch.Tensor) -> torch.Tensor:
         return gathered_scores(enc, candidates, self.item_emb.weight)

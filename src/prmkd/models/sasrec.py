@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..data.batches import EvalBatch, SeqBatch
-from .base import Encoded, Recommender, flatten_positions, full_softmax_ce, gathered_scores, init_weights
+from .base import Encoded, Recommender, flatten_positions, gathered_scores, init_weights, softmax_ce
 from .transformer import Encoder
 
 
@@ -21,6 +21,7 @@ class SASRecConfig:
     inner_size: int = 256
     dropout: float = 0.5
     attn_dropout: float = 0.5
+    negatives: int = 0  # > 0: sampled softmax over this many uniform negatives a batch (large catalogues)
 
 
 class SASRec(Recommender):
@@ -52,7 +53,7 @@ class SASRec(Recommender):
         return flatten_positions(self.hidden(batch.items), batch)
 
     def own_loss(self, enc: Encoded) -> torch.Tensor:
-        return full_softmax_ce(enc, self.item_emb.weight)
+        return softmax_ce(enc, self.item_emb.weight, negatives=self.cfg.negatives)
 
     def candidate_scores(self, enc: Encoded, candidates: torch.Tensor) -> torch.Tensor:
         return gathered_scores(enc, candidates, self.item_emb.weight)
