@@ -355,7 +355,8 @@ def test_a_distilled_student_below_its_twin_is_said_to_be_hurt_only_when_the_tes
         return {"name": f"prmkd-{m} vs {m}", "a": f"prmkd-{m}", "b": m, "metric": "ndcg@10", "value": value,
                 "p_value": p, "mean_a": 0.02, "mean_b": 0.02, "n_users": 400, "seeds_a": 1}
 
-    summary["comparisons"] = [comp("fm", -0.06, 0.78), comp("lightgcn", -0.2, 0.001), comp("deepfm", 0.5, 0.09)]
+    summary["comparisons"] = [comp("fm", -0.06, 0.78), comp("lightgcn", -0.2, 0.001),
+                              {**comp("deepfm", 0.5, 0.09), "seeds_a": 2, "seeds_b": 3}]
     for r in summary["runs"]:  # every run went its 20 epochs, but one plain FM stopped at its 5th, best at epoch 1
         r["config"] = {"train": {"epochs": 20}}
         r["timing"].update(best_epoch=16, epochs=20)
@@ -375,7 +376,7 @@ def test_a_distilled_student_below_its_twin_is_said_to_be_hurt_only_when_the_tes
                                f"{valid['prmkd-fm']:.4f}, plain {valid['fm']:.4f}).")
     assert "hurt" not in said["FM"] and "1 seed(s) each" in said["FM"]
     assert said["LightGCN"].endswith("; distillation hurt this student.")
-    assert said["DeepFM"].endswith("1 seed(s) each).") and "below" not in said["DeepFM"]
+    assert said["DeepFM"].endswith("2 and 3 seeds).") and "below" not in said["DeepFM"]  # each side's count
     early = [line for line in findings(rf) if "stopped early" in line]
     assert len(early) == 1 and early[0].startswith("2 run(s)")
     assert ": fm (seed 0), lightgcn (seed 0); " in early[0] and "teacher" not in early[0]

@@ -41,6 +41,12 @@ def _power(c: dict, significant: bool) -> str:
             f"of about {100 * mde:.0f}% or more (80% power at {ALPHA}).")
 
 
+def _seeds(c: dict) -> str:
+    """How many seeds each side of a comparison averaged: "3 seed(s) each", or "3 and 2 seeds" when they differ."""
+    a, b = c.get("seeds_a", "?"), c.get("seeds_b", c.get("seeds_a", "?"))
+    return f"{a} seed(s) each" if a == b else f"{a} and {b} seeds"
+
+
 def _below_twin(rf: RunFolder, name: str, c: dict) -> str:
     """The end of a distilled student's sentence: whether distillation hurt it, with the validation split's view
     when the test finds no significant difference."""
@@ -66,7 +72,7 @@ def findings(rf: RunFolder) -> list[str]:
         out.append(f"**PRM-KD {'improves' if worked else 'does not significantly improve'} the student**: distilled "
                    f"SASRec reaches test NDCG@10 {fmt(main['mean_a'])} against plain SASRec's {fmt(main['mean_b'])} "
                    f"({_pct(main)}; paired t-test over {main['n_users']:,} users, {_verdict(main)}; "
-                   f"{main.get('seeds_a', '?')} seed(s) each)." + _power(main, worked))
+                   f"{_seeds(main)})." + _power(main, worked))
     teachers = [(r["name"], r) for r in rf.select(group="main", role="teacher")]
     if teachers and not math.isnan(base[0]):
         parts, weak = [], []
@@ -93,7 +99,7 @@ def findings(rf: RunFolder) -> list[str]:
             c = _test(rf, f"{name} vs {name[6:]}")
             if c:
                 out.append(f"{display_name(name[6:])}: distilled {fmt(c['mean_a'])} vs plain {fmt(c['mean_b'])} "
-                           f"({_pct(c)}; {_verdict(c)}; {c.get('seeds_a', '?')} seed(s) each)"
+                           f"({_pct(c)}; {_verdict(c)}; {_seeds(c)})"
                            + _below_twin(rf, name, c))
     abl = [c for c in rf.summary.get("comparisons") or [] if c.get("metric") == METRIC
            and str(c.get("name", "")).startswith("ablation ")]
