@@ -319,6 +319,27 @@ def test_teachers_sharing_a_pretraining_run_are_built_in_one_process():
     assert sorted(groups) == [["recformer"], ["unisrec", "unim2rec"]]
 
 
+def test_teachers_whose_shared_pretraining_has_finished_are_built_apart(tmp_path):
+    """configs/games.toml's two UniSRec-style teachers pre-train one computation on Scientific: one group, until
+    that pre-training's record says it finished (a resumed pipeline); then each builds in a process of its own."""
+    from prmkd.data.dataset import prepare
+    from prmkd.experiment.pipeline import Pipeline, load_pipeline, teacher_groups
+    from prmkd.teachers.build import pretrain_key
+
+    require_dataset("Scientific_UniSRec")
+    cfg = load_pipeline(REPO / "configs" / "games.toml", [f'out="{tmp_path}"'])
+    pipe = Pipeline(cfg, log=lambda m: None)
+    assert [[s.label for s in g] for g in teacher_groups(pipe)] == [["unisrec", "unisrec-text"]]
+    tcfg = pipe.teacher_run_config(cfg.teachers[0])
+    family, key = pretrain_key(tcfg, [prepare(s, log=None) for s in tcfg.sources])
+    done = Path(tcfg.pretrain_dir) / f"{family}-{key}" / "done.json"
+    done.parent.mkdir(parents=True)
+    done.write_text(json.dumps({"key": "another pre-training"}))
+    assert [[s.label for s in g] for g in teacher_groups(pipe)] == [["unisrec", "unisrec-text"]]
+    done.write_text(json.dumps({"key": key}))
+    assert [[s.label for s in g] for g in teacher_groups(pipe)] == [["unisrec"], ["unisrec-text"]]
+
+
 def test_set_reaches_one_teacher_of_the_list_by_name_or_index():
     """`--set teachers.<name or index>.<section>.<key>=v` changes that teacher only; a UniM2Rec-style teacher set to
     the UniSRec-style one's text-side options joins its pre-training group. Bad names and indexes are clear errors."""

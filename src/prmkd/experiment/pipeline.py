@@ -21,7 +21,7 @@ from ..env import environment, git_commit, machine, now
 from ..errors import ConfigError, PrmkdError
 from ..io import read_json, write_json
 from ..log import info, setup_logging
-from ..teachers.build import TeacherRunConfig, build_teacher, pretrain_key, teacher_config
+from ..teachers.build import TeacherRunConfig, build_teacher, pretrain_done, pretrain_key, teacher_config
 from .layout import PipelineLayout, RunDir
 from .runner import train_run
 
@@ -461,7 +461,8 @@ class Pipeline:
 def teacher_groups(pipe: Pipeline) -> list[list[TeacherSpec]]:
     """The teachers to build, grouped by pre-training run: teachers whose pre-training is one computation (the
     same `pretrain_key`, e.g. the UniSRec- and UniM2Rec-style ones) are built one after the other in one
-    process. Prepares the source datasets, so that no two processes write one dataset's cache."""
+    process, until that pre-training has finished (a resumed pipeline): then each is a group of its own.
+    Prepares the source datasets, so that no two processes write one dataset's cache."""
     groups: dict[tuple, list[TeacherSpec]] = {}
     for spec in pipe.cfg.teachers:
         name = spec.label
@@ -469,7 +470,8 @@ def teacher_groups(pipe: Pipeline) -> list[list[TeacherSpec]]:
             continue
         if spec.sources:
             sources = [prepare(s, log=pipe.log) for s in spec.sources]
-            key = pretrain_key(pipe.teacher_run_config(spec), sources)
+            tcfg = pipe.teacher_run_config(spec)
+            key = ("teacher", name) if pretrain_done(tcfg, sources) else pretrain_key(tcfg, sources)
         else:
             key = ("teacher", name)
         groups.setdefault(key, []).append(spec)

@@ -78,6 +78,16 @@ def pretrain_key(cfg: TeacherRunConfig, sources: list[SeqDataset]) -> tuple[str,
                                  "train": train_key(cfg.pretrain)})
 
 
+def pretrain_done(cfg: TeacherRunConfig, sources: list[SeqDataset]) -> bool:
+    """Whether the pre-training of `cfg` (in a shared `pretrain_dir`) has already finished, so the teachers that
+    share it no longer depend on one another."""
+    if not cfg.sources or not cfg.pretrain_dir:
+        return False
+    family, key = pretrain_key(cfg, sources)
+    done = Path(cfg.pretrain_dir) / f"{family}-{key}" / "done.json"
+    return done.exists() and read_json(done).get("key") == key
+
+
 def run_pretrain(cfg: TeacherRunConfig, log=logger.info) -> tuple[Path | None, dict]:
     """Pre-train on `cfg.sources` (skipped when there are none); returns (shared weights, record)."""
     if not cfg.sources:
