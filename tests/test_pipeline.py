@@ -320,24 +320,28 @@ def test_teachers_sharing_a_pretraining_run_are_built_in_one_process():
 
 
 def test_teachers_whose_shared_pretraining_has_finished_are_built_apart(tmp_path):
-    """configs/games.toml's two UniSRec-style teachers pre-train one computation on Scientific: one group, until
-    that pre-training's record says it finished (a resumed pipeline); then each builds in a process of its own."""
+    """Two teachers that pre-train one computation (configs/scientific.toml's UniM2Rec-style teacher given the
+    UniSRec-style one's text-side options) are one group until that pre-training's record says it finished (a
+    resumed pipeline); then each builds in a process of its own."""
+    require_dataset("Games_LLMRank")
     from prmkd.data.dataset import prepare
     from prmkd.experiment.pipeline import Pipeline, load_pipeline, teacher_groups
     from prmkd.teachers.build import pretrain_key
 
-    require_dataset("Scientific_UniSRec")
-    cfg = load_pipeline(REPO / "configs" / "games.toml", [f'out="{tmp_path}"'])
+    cfg = load_pipeline(REPO / "configs" / "scientific.toml", [
+        f'out="{tmp_path}"', "teachers.unim2rec.teacher.hidden_size=256", "teachers.unim2rec.teacher.id_dropout=0.8",
+        "teachers.unim2rec.teacher.id_embedding=true"])
     pipe = Pipeline(cfg, log=lambda m: None)
-    assert [[s.label for s in g] for g in teacher_groups(pipe)] == [["unisrec", "unisrec-text"]]
+    groups = lambda: sorted([s.label for s in g] for g in teacher_groups(pipe))  # noqa: E731
+    assert groups() == [["recformer"], ["unisrec", "unim2rec"]]
     tcfg = pipe.teacher_run_config(cfg.teachers[0])
     family, key = pretrain_key(tcfg, [prepare(s, log=None) for s in tcfg.sources])
     done = Path(tcfg.pretrain_dir) / f"{family}-{key}" / "done.json"
     done.parent.mkdir(parents=True)
     done.write_text(json.dumps({"key": "another pre-training"}))
-    assert [[s.label for s in g] for g in teacher_groups(pipe)] == [["unisrec", "unisrec-text"]]
+    assert groups() == [["recformer"], ["unisrec", "unim2rec"]]
     done.write_text(json.dumps({"key": key}))
-    assert [[s.label for s in g] for g in teacher_groups(pipe)] == [["unisrec"], ["unisrec-text"]]
+    assert groups() == [["recformer"], ["unim2rec"], ["unisrec"]]
 
 
 def test_set_reaches_one_teacher_of_the_list_by_name_or_index():
