@@ -27,7 +27,7 @@ from prmkd.training import default_loss, fit
 NAMES = ["recall@5", "recall@10", "recall@20", "ndcg@5", "ndcg@10", "ndcg@20", "mrr@10"]
 # dropout on, so a resume that lost the RNG state would not end the same
 SASREC = {"name": "sasrec", "hidden_size": 16, "layers": 1, "heads": 1, "inner_size": 32, "dropout": 0.3,
-          "attn_dropout": 0.3}
+          "attn_dropout": 0.3, "negatives": 0}
 
 
 def train_cfg(**kw) -> TrainConfig:
