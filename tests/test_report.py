@@ -380,3 +380,20 @@ def test_a_distilled_student_below_its_twin_is_said_to_be_hurt_only_when_the_tes
     early = [line for line in findings(rf) if "stopped early" in line]
     assert len(early) == 1 and early[0].startswith("2 run(s)")
     assert ": fm (seed 0), lightgcn (seed 0); " in early[0] and "teacher" not in early[0]
+
+
+def test_the_first_finding_says_whether_prmkd_improved_hurt_or_did_neither(tmp_path):
+    from prmkd.report.findings import findings
+
+    root = fabricate_run(tmp_path, ablations=False, sweeps=False, efficiency=False)
+    summary = json.loads((root / "summary.json").read_text())
+    for value, p, said in ((0.2, 1e-5, "**PRM-KD improves the student**"),
+                           (-0.16, 1e-30, "**PRM-KD makes the student worse**"),
+                           (-0.05, 0.4, "**PRM-KD does not significantly improve the student**"),
+                           (0.05, 0.4, "**PRM-KD does not significantly improve the student**")):
+        summary["comparisons"] = [{"name": "prmkd-sasrec vs sasrec", "a": "prmkd-sasrec", "b": "sasrec",
+                                   "metric": "ndcg@10", "value": value, "p_value": p, "mean_a": 0.03 * (1 + value),
+                                   "mean_b": 0.03, "n_users": 5000, "seeds_a": 3, "seeds_b": 3,
+                                   "detectable_change": 0.04}]
+        (root / "summary.json").write_text(json.dumps(summary))
+        assert findings(load_run_folder(root))[0].startswith(said + ": distilled SASRec")

@@ -69,7 +69,10 @@ def findings(rf: RunFolder) -> list[str]:
     base = mean_std(rf.select(group="main", name=BASE), METRIC)
     if main:
         worked = main["value"] > 0 and main["p_value"] < ALPHA
-        out.append(f"**PRM-KD {'improves' if worked else 'does not significantly improve'} the student**: distilled "
+        hurt = main["value"] < 0 and main["p_value"] < ALPHA
+        said = "improves the student" if worked else "makes the student worse" if hurt else \
+            "does not significantly improve the student"
+        out.append(f"**PRM-KD {said}**: distilled "
                    f"SASRec reaches test NDCG@10 {fmt(main['mean_a'])} against plain SASRec's {fmt(main['mean_b'])} "
                    f"({_pct(main)}; paired t-test over {main['n_users']:,} users, {_verdict(main)}; "
                    f"{_seeds(main)})." + _power(main, worked))
