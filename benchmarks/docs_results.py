@@ -123,7 +123,9 @@ def main_table(name: str = "prmkd_scientific.json") -> str:
         lines.append(f"\nDistillation settings: tau {k['temperature']}, lambda {k['kd_weight']}, epsilon "
                      f"{k['epsilon']}, {k['normalization']} normalization, {k['kl']} KL, student temperature "
                      f"{k['student_temperature']}, {k['candidates']} candidates, {k['fusion']} fusion.")
-    if (rule := d["main"].get("consistency_rule")):
+    if (rule := d["main"].get("consistency_rule")) and len(d.get("teachers") or {}) < 2:
+        lines.append("One teacher: the consistency rule has no other teacher to weigh it against.")
+    elif rule:
         shares = ", ".join(f"{t} {s:.0%}" for t, s in rule.get("dropped_share_of_fired", {}).items())
         lines.append(f"The consistency rule fired on {rule['rule_fired'] / rule['training_instances_seen']:.1%} of "
                      f"the training instances; the teacher it dropped: {shares}.")
