@@ -84,8 +84,6 @@ def student_variant(pipe, group: str, label: str, kd_changes: dict | None = None
     (a tuning run, say) is copied instead of trained again. Returns (rows, comparison), the comparison holding the
     mean and spread over seeds, the paired tests over users and whether the variant's mean lies within one seed
     std of the main one."""
-    from prmkd.experiment.stats import paired_test
-
     cfg = pipe.cfg
     rows = {"main": [], label: []}
     for which in rows:
@@ -99,12 +97,21 @@ def student_variant(pipe, group: str, label: str, kd_changes: dict | None = None
             rows[which].append({"name": f"prmkd-{cfg.student}" + ("" if which == "main" else f"-{label}"),
                                 "role": "distilled", "dataset": pipe.ds.name, "seed": s, "run_dir": str(out),
                                 "variant": which, "metrics": res["metrics"], "timing": res["timing"]})
+    return rows, compare_variant(rows, label)
+
+
+def compare_variant(rows: dict[str, list], label: str, main_name: str = "main") -> dict:
+    """`rows` {"main": [...], label: [...]} of run records (each with `run_dir` and `metrics`), one per seed:
+    the mean and spread over seeds, the paired tests over users (named against `main_name`) and whether the
+    variant's mean lies within one seed std of the main one, on test NDCG@10 and Recall@10."""
+    from prmkd.experiment.stats import paired_test
+
     metrics = ("ndcg@10", "recall@10")
     summary = {w: {m: mean_std([r["metrics"]["test"][m] for r in rs]) for m in metrics} for w, rs in rows.items()}
-    comps = [{"name": f"{label} vs main, {m}", "a": label, "b": "main", "metric": m,
+    comps = [{"name": f"{label} vs {main_name}, {m}", "a": label, "b": main_name, "metric": m,
               **paired_test([r["run_dir"] for r in rows[label]], [r["run_dir"] for r in rows["main"]], m)}
              for m in metrics]
     within = all(abs(summary[label][m]["mean"] - summary["main"][m]["mean"]) <= summary["main"][m]["std"]
                  for m in metrics)
-    return rows, {"summary": summary, "comparisons": comps, "difference_within_one_seed_std": within,
-                       "runs": rows["main"] + rows[label]}
+    return {"summary": summary, "comparisons": comps, "difference_within_one_seed_std": within,
+            "runs": rows["main"] + rows[label]}

@@ -20,9 +20,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, ROOT, header, mean_std, write_json  # noqa: E402
-
-METRICS = ("ndcg@10", "recall@10")
+from _common import RESULTS, ROOT, compare_variant, header, write_json  # noqa: E402
 
 
 def main() -> None:
@@ -34,7 +32,6 @@ def main() -> None:
     os.chdir(ROOT)
     from prmkd.data.dataset import prepare
     from prmkd.experiment.pipeline import Pipeline, load_pipeline
-    from prmkd.experiment.stats import paired_test
     from prmkd.log import setup_logging
 
     setup_logging()
@@ -55,20 +52,14 @@ def main() -> None:
             rows[which].append({"name": student if extra is None else f"{student}-{label}", "role": "baseline",
                                 "dataset": pipe.ds.name, "seed": s, "run_dir": str(out), "variant": which,
                                 "metrics": res["metrics"], "timing": res["timing"]})
-    summary = {w: {m: mean_std([r["metrics"]["test"][m] for r in rs]) for m in METRICS} for w, rs in rows.items()}
+    comparison = compare_variant(rows, label, "full softmax")
     epoch = {w: sum(r["timing"]["epoch_seconds"] for r in rs) / len(rs) for w, rs in rows.items()}
-    comps = [{"name": f"{label} vs full softmax, {m}", "a": label, "b": "full softmax", "metric": m,
-              **paired_test([r["run_dir"] for r in rows[label]], [r["run_dir"] for r in rows["main"]], m)}
-             for m in METRICS]
-    within = all(abs(summary[label][m]["mean"] - summary["main"][m]["mean"]) <= summary["main"][m]["std"]
-                 for m in METRICS)
     speed = [{"name": f"{label} / full softmax, mean epoch time of the runs", "a": label, "b": "full softmax",
               "metric": "epoch_seconds", "value": round(epoch[label] / epoch["main"], 3)}]
     write_json(RESULTS / f"sampled_softmax_{cfg.name}.json", {
         **hdr, "pipeline_config": args.config, "method": __doc__.strip(), "student": student,
         "negatives": args.negatives, "items": pipe.ds.n_items, "main_label": f"{student}, full softmax",
-        "summary": summary, "mean_epoch_seconds": {w: round(v, 3) for w, v in epoch.items()}, "comparisons": comps,
-        "difference_within_one_seed_std": within, "speed": speed, "runs": rows["main"] + rows[label],
+        "mean_epoch_seconds": {w: round(v, 3) for w, v in epoch.items()}, **comparison, "speed": speed,
         "script_seconds": round(time.time() - t0, 1)})
 
 

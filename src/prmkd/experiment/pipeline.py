@@ -471,7 +471,9 @@ def teacher_groups(pipe: Pipeline) -> list[list[TeacherSpec]]:
         if spec.sources:
             sources = [prepare(s, log=pipe.log) for s in spec.sources]
             tcfg = pipe.teacher_run_config(spec)
-            key = ("teacher", name) if pretrain_done(tcfg, sources) else pretrain_key(tcfg, sources)
+            key = pretrain_key(tcfg, sources)
+            if pretrain_done(tcfg, key):
+                key = ("teacher", name)
         else:
             key = ("teacher", name)
         groups.setdefault(key, []).append(spec)

@@ -78,14 +78,19 @@ def pretrain_key(cfg: TeacherRunConfig, sources: list[SeqDataset]) -> tuple[str,
                                  "train": train_key(cfg.pretrain)})
 
 
-def pretrain_done(cfg: TeacherRunConfig, sources: list[SeqDataset]) -> bool:
-    """Whether the pre-training of `cfg` (in a shared `pretrain_dir`) has already finished, so the teachers that
-    share it no longer depend on one another."""
-    if not cfg.sources or not cfg.pretrain_dir:
-        return False
-    family, key = pretrain_key(cfg, sources)
-    done = Path(cfg.pretrain_dir) / f"{family}-{key}" / "done.json"
-    return done.exists() and read_json(done).get("key") == key
+def finished_pretrain(folder: Path, key: str) -> dict | None:
+    """The record of the pre-training in `folder` if it finished with this `key`, else None."""
+    done = Path(folder) / "done.json"
+    if done.exists() and (rec := read_json(done)).get("key") == key:
+        return rec
+    return None
+
+
+def pretrain_done(cfg: TeacherRunConfig, family_key: tuple[str, str]) -> bool:
+    """Whether the pre-training `family_key` (`pretrain_key`) of `cfg`, in its shared `pretrain_dir`, has already
+    finished, so the teachers that share it no longer depend on one another."""
+    family, key = family_key
+    return bool(cfg.sources and cfg.pretrain_dir and finished_pretrain(Path(cfg.pretrain_dir) / f"{family}-{key}", key))
 
 
 def run_pretrain(cfg: TeacherRunConfig, log=logger.info) -> tuple[Path | None, dict]:
@@ -98,7 +103,7 @@ def run_pretrain(cfg: TeacherRunConfig, log=logger.info) -> tuple[Path | None, d
     target = prepare(cfg.data, log=log)
     folder = Path(cfg.pretrain_dir) / f"{family}-{key}" if cfg.pretrain_dir else teacher_dir(cfg, target).pretrain
     done = folder / "done.json"
-    if done.exists() and (rec := read_json(done)).get("key") == key:
+    if (rec := finished_pretrain(folder, key)) is not None:
         log(f"pre-training already done: {folder}")
         return Path(rec["weights"]), rec
     folder.mkdir(parents=True, exist_ok=True)
