@@ -208,8 +208,37 @@ def main_job(name: str = "benchmarks/report/ml100k/wall_time.json") -> str:
             continue
         lines.append(f"| {LABEL.get(c['b'], c['b'])} | {c.get('seeds_a', '')} | {c['mean_b']:.4f} | "
                      f"{c['mean_a']:.4f} | {pct(c['value'])} | {p_value(c['p_value'])} |")
+    lines += ["", *main_job_details(s)]
     lines.append(f"\nSource: `{name}` and `benchmarks/report/ml100k/summary.json` ({machine(s)}).")
     return "\n".join(lines) + "\n"
+
+
+def main_job_details(s: dict) -> list[str]:
+    """What stands behind the SASRec row: each seed's test NDCG@10, the teachers against plain SASRec on both
+    splits, and the smallest change the paired test can find with this many users."""
+    def per_seed(name):
+        runs = sorted((r for r in s["runs"] if r["name"] == name and "/sweeps/" not in r["run_dir"]
+                       and "/ablations/" not in r["run_dir"]), key=lambda r: r["seed"])
+        return runs
+
+    def mean(runs, split):
+        return sum(r["metrics"][split]["ndcg@10"] for r in runs) / len(runs)
+
+    plain, kd = per_seed("sasrec"), per_seed("prmkd-sasrec")
+    if not plain or not kd:
+        return []
+    out = ["Test NDCG@10 per seed: SASRec " + " / ".join(f"{r['metrics']['test']['ndcg@10']:.4f}" for r in plain)
+           + ", PRM-KD " + " / ".join(f"{r['metrics']['test']['ndcg@10']:.4f}" for r in kd) + "."]
+    for t in (r for r in s["runs"] if r["name"].startswith("teacher-")):
+        out.append(f"{LABEL.get(t['name'], t['name'])}: NDCG@10 {t['metrics']['valid']['ndcg@10']:.4f} on validation "
+                   f"and {t['metrics']['test']['ndcg@10']:.4f} on test; plain SASRec {mean(plain, 'valid'):.4f} and "
+                   f"{mean(plain, 'test'):.4f} (mean of its seeds).")
+    c = next((c for c in s["comparisons"] if c["a"] == "prmkd-sasrec" and c["b"] == "sasrec"
+              and c["metric"] == "ndcg@10"), None)
+    if c and c.get("detectable_change"):
+        out.append(f"With {c['n_users']:,} test users the paired test finds a change of about "
+                   f"{100 * c['detectable_change']:.0f}% or more (80% power at 0.05).")
+    return [" ".join(out)]
 
 
 def variants(name: str = "prmkd_scientific.json") -> str:

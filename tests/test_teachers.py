@@ -285,6 +285,51 @@ def test_an_option_added_later_keeps_earlier_fingerprints_while_off(work):
     assert "text_whitening" not in off and on["text_whitening"] == 1.0 and pre_off != pre_on
     (ids, pre_ids) = keys(id_embedding=True, id_dropout=0.8)  # fine-tuning options: the same pre-training
     assert ids["id_dropout"] == 0.8 and pre_ids == pre_off
+    (sampled, pre_sampled) = keys(loss="sampled", negatives=64)  # so is the sampled loss, and it is a new teacher
+    assert "negatives" not in off and sampled["negatives"] == 64 and pre_sampled == pre_off and sampled != off
+
+
+def test_sampled_teacher_loss_estimates_the_full_softmax(work):
+    """loss = "sampled": for one instance, exp(loss + pos) - exp(pos) estimates the full softmax's sum over the
+    other items (cosine / temperature logits); its mean over many draws matches that sum, and the loss's gradient
+    reaches the item side (adaptor and ID embedding) through the negatives' representations."""
+    import math
+
+    ds = prepare(tiny_domain(work, "sampled", 5), log=None)
+    tiny = {**TINY, "dropout": 0.0, "attn_dropout": 0.0, "adaptor_dropout": 0.0, "experts": 1}
+    torch.manual_seed(0)
+    model = build(TextSeqConfig(id_embedding=True, loss="sampled", negatives=6, temperature=0.5, **tiny), ds,
+                  work / "cache")
+    torch.nn.init.normal_(model.id_emb.weight)
+    from prmkd.data.batches import TrainBatches
+
+    batch = next(TrainBatches(ds, 4, seed=0).epoch(0))[1]
+    model.eval()  # no dropout: the same instance representations at every draw
+    with torch.no_grad():
+        enc = model.encode(batch)
+        one = type(enc)(enc.reps[:1], enc.targets[:1], enc.instance_ids[:1], enc.users[:1], extra=enc.extra)
+        logits = model._cos(one.reps, model.item_table()[1:])[0]
+        pos = float(logits[int(one.targets[0]) - 1])
+        others = float(logits.double().exp().sum()) - math.exp(pos)
+        est = torch.tensor([math.exp(float(model.own_loss(one)) + pos) - math.exp(pos) for _ in range(20000)],
+                           dtype=torch.float64)
+    assert abs(float(est.mean()) - others) < 3 * float(est.std()) / math.sqrt(len(est))
+    model.train()
+    model.own_loss(model.encode(batch)).backward()
+    assert model.id_emb.weight.grad.abs().sum() > 0 and model.adaptors["text"].weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("teacher, message", [
+    ({"loss": "sampeld"}, "'teacher.loss' = 'sampeld': expected one of full, in_batch, sampled"),
+    ({"loss": "sampled"}, "'teacher.negatives' = 0: loss = \"sampled\" needs"),
+])
+def test_a_bad_teacher_loss_is_a_config_error(work, teacher, message):
+    from prmkd.errors import ConfigError
+    from prmkd.teachers.build import teacher_config
+
+    cfg = TeacherRunConfig(family="unisrec", teacher=teacher, data=tiny_domain(work, "badloss", 9))
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        teacher_config(cfg)
 
 
 @pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "configs" / "teachers").glob("*.toml")),

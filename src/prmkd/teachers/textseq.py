@@ -5,7 +5,8 @@ through a mixture-of-experts adaptor of parametric-whitening experts; modalities
 per-item gate (a missing modality is replaced by a learned "missing" vector); in the transductive mode an
 item-ID embedding is added (optionally dropped for a random share of the items at every training step, so each
 item is also learned from its text alone). Behaviour model: a SASRec transformer. Score: cosine / temperature,
-cross-entropy over all items (fine-tuning) or over the batch's items (pre-training, in-batch negatives).
+cross-entropy over all items (fine-tuning), over the batch's items (pre-training, in-batch negatives), or against
+uniform negatives with the log(V/K) correction (fine-tuning on catalogues too large to score whole).
 
 Item representations depend only on the item, so they are computed once per step for the items needed
 (the catalogue when fine-tuning, the batch's items when pre-training) and indexed, never per position.
@@ -13,6 +14,7 @@ Item representations depend only on the item, so they are computed once per step
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,7 +24,7 @@ from torch.nn import functional as F
 
 from ..data.batches import EvalBatch, SeqBatch
 from ..data.dataset import SeqDataset
-from ..errors import PrmkdError
+from ..errors import ConfigError, PrmkdError
 from ..models.base import Encoded, Recommender, flatten_positions, init_weights
 from ..models.transformer import Encoder
 from ..log import info
@@ -44,7 +46,9 @@ class TextSeqConfig:
     id_dropout: float = 0.0  # transductive mode: while training, drop each item's ID embedding with this
     #                          probability (the rest scaled by 1 / (1 - p)), so items are also learned from text
     temperature: float = 0.07
-    loss: str = "full"  # full (CE over all items) | in_batch (CE over the batch's distinct target items)
+    loss: str = "full"  # full (CE over all items) | in_batch (CE over the batch's distinct target items) |
+    #                     sampled (CE against `negatives` uniform draws from the catalogue, log(V/K)-corrected)
+    negatives: int = 0  # loss = "sampled": uniform negatives a step (one draw shared by the batch)
     freeze_transformer: bool = False  # fine-tuning: train only the adaptors (+ ID, fusion), as UniSRec does
     plm_max_tokens: int = 128
     text_whitening: float = 0.0  # whiten each domain's frozen text embeddings before the adaptor: the power of
@@ -140,9 +144,21 @@ def source_features(ds: SeqDataset, modalities: list[str], text_emb: np.ndarray,
     return out
 
 
+LOSSES = ("full", "in_batch", "sampled")
+
+
+def check_loss(cfg: TextSeqConfig, prefix: str = "teacher.") -> None:
+    if cfg.loss not in LOSSES:
+        raise ConfigError(f"config key '{prefix}loss' = {cfg.loss!r}: expected one of {', '.join(LOSSES)}")
+    if cfg.loss == "sampled" and cfg.negatives < 1:
+        raise ConfigError(f"config key '{prefix}negatives' = {cfg.negatives}: loss = \"sampled\" needs the number "
+                         f"of uniform negatives a step (an integer >= 1, e.g. 512)")
+
+
 class TextSeqTeacher(Recommender):
     def __init__(self, cfg: TextSeqConfig, n_items: int, max_len: int, feats: dict[str, tuple]):
         super().__init__()
+        check_loss(cfg)
         self.cfg, self.n_items, self.max_len = cfg, n_items, max_len
         d = cfg.hidden_size
         self.inputs = DomainInputs(feats)
@@ -202,7 +218,7 @@ class TextSeqTeacher(Recommender):
         return self.encoder(h, causal=True)
 
     def encode(self, batch: SeqBatch) -> Encoded:
-        if self.cfg.loss == "in_batch":  # only the batch's items are needed
+        if self.cfg.loss != "full":  # only the batch's items are needed (a sampled loss draws its own)
             uniq, inv = torch.unique(torch.cat([batch.items.flatten(), batch.targets.flatten()]), return_inverse=True)
             reps = self.item_reps(uniq)  # (U, d)
             n = batch.items.numel()
@@ -220,10 +236,26 @@ class TextSeqTeacher(Recommender):
         if uniq is None:  # all items
             logits = self._cos(enc.reps, reps[1:])
             return F.cross_entropy(logits, enc.targets - 1)
+        if self.cfg.loss == "sampled":
+            return self._sampled_loss(enc, uniq, reps)
         cand = torch.unique(enc.targets)  # in-batch candidates: distinct targets (sorted)
         pos = torch.searchsorted(uniq, cand)
         logits = self._cos(enc.reps, reps[pos])  # (N, C)
         return F.cross_entropy(logits, torch.searchsorted(cand, enc.targets))
+
+    def _sampled_loss(self, enc: Encoded, uniq: torch.Tensor, reps: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy of each instance's target against K items drawn uniformly from the catalogue (torch's
+        RNG: seeded and resumable), each negative's logit raised by log(V / K) so that the sampled sum estimates
+        the full softmax's; a draw equal to an instance's own target is left out of its row. Unlike in-batch
+        negatives, uniform ones do not push down the items the batch happens to contain (the popular ones)."""
+        v, k = self.n_items, min(self.cfg.negatives, self.n_items)
+        neg = torch.randint(1, v + 1, (k,), device=enc.reps.device)
+        u = F.normalize(enc.reps, dim=-1)
+        pos = (u * F.normalize(reps[torch.searchsorted(uniq, enc.targets)], dim=-1)).sum(-1, keepdim=True)
+        s = u @ F.normalize(self.item_reps(neg), dim=-1).T + self.cfg.temperature * math.log(v / k)
+        s = s.masked_fill(neg[None, :] == enc.targets[:, None], float("-inf"))
+        logits = torch.cat([pos, s], dim=1) / self.cfg.temperature
+        return F.cross_entropy(logits, torch.zeros_like(enc.targets))
 
     def _cos(self, u: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
         return F.normalize(u, dim=-1) @ F.normalize(e, dim=-1).T / self.cfg.temperature
@@ -250,10 +282,10 @@ class TextSeqTeacher(Recommender):
 
 
 # options that only shape fine-tuning: changing them reuses the same pre-training
-FINETUNE_ONLY = ("id_embedding", "id_dropout", "freeze_transformer", "loss")
+FINETUNE_ONLY = ("id_embedding", "id_dropout", "freeze_transformer", "loss", "negatives")
 # options added after teachers were fingerprinted, with their "off" value: left out of a fingerprint while off,
 # so the teachers and pre-training runs made before them keep their identity
-ADDED_LATER = {"text_whitening": 0.0, "id_dropout": 0.0}
+ADDED_LATER = {"text_whitening": 0.0, "id_dropout": 0.0, "negatives": 0}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -273,6 +305,11 @@ class TextSeqFamily(TeacherFamily):
     similarity = "cos"
     finetune_only = FINETUNE_ONLY
     added_later = ADDED_LATER
+
+    def config(self, options: dict, prefix: str = "teacher."):
+        cfg = super().config(options, prefix)
+        check_loss(cfg, prefix)  # a bad loss name is an error before anything is built
+        return cfg
 
     def build(self, cfg: TextSeqConfig, ds: SeqDataset, cache_dir) -> TextSeqTeacher:
         from .plm import item_text_embeddings
@@ -313,7 +350,9 @@ class TextSeqFamily(TeacherFamily):
         merged = {m: (np.concatenate([x for x, _ in v]), np.concatenate([h for _, h in v])) for m, v in feats.items()}
         pcfg = replace(cfg, loss="in_batch", id_embedding=False, freeze_transformer=False)
         model = TextSeqTeacher(pcfg, multi.n_items, multi.max_len, merged)
-        fp = content_hash({"pretrain": multi.fingerprint, "teacher": to_dict(pcfg), "train": to_dict(train_cfg)})
+        # negatives shape fine-tuning only: out of the key, so pre-training runs made before the option keep theirs
+        pkey = {k: v for k, v in to_dict(pcfg).items() if k != "negatives"}
+        fp = content_hash({"pretrain": multi.fingerprint, "teacher": pkey, "train": to_dict(train_cfg)})
         fit(model, multi, train_cfg, out_dir, eval_cfg=EvalConfig(users=min(multi.n_users, 5000)),
             fingerprint=fp, log=log)
         path = out_dir / "shared.pt"
