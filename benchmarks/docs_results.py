@@ -214,28 +214,31 @@ def main_job(name: str = "benchmarks/report/ml100k/wall_time.json") -> str:
 
 
 def main_job_details(s: dict) -> list[str]:
-    """What stands behind the SASRec row: each seed's test NDCG@10, the teachers against plain SASRec on both
-    splits, and the smallest change the paired test can find with this many users."""
-    def per_seed(name):
-        runs = sorted((r for r in s["runs"] if r["name"] == name and "/sweeps/" not in r["run_dir"]
-                       and "/ablations/" not in r["run_dir"]), key=lambda r: r["seed"])
-        return runs
+    """What stands behind the SASRec row: each seed's test NDCG@10, plain SASRec and the teachers on both splits,
+    and the smallest change the paired test can find with this many users (a part missing from the summary is left
+    out)."""
+    def main_runs(name):  # the main table's runs: ablation and sweep runs carry the same names
+        return sorted((r for r in s.get("runs", []) if r.get("name") == name and "valid" in r.get("metrics", {})
+                       and "test" in r["metrics"] and "/sweeps/" not in r.get("run_dir", "")
+                       and "/ablations/" not in r.get("run_dir", "")), key=lambda r: r.get("seed", 0))
 
-    def mean(runs, split):
-        return sum(r["metrics"][split]["ndcg@10"] for r in runs) / len(runs)
+    def ndcg(r, split):
+        return r["metrics"][split]["ndcg@10"]
 
-    plain, kd = per_seed("sasrec"), per_seed("prmkd-sasrec")
+    plain, kd = main_runs("sasrec"), main_runs("prmkd-sasrec")
     if not plain or not kd:
         return []
-    out = ["Test NDCG@10 per seed: SASRec " + " / ".join(f"{r['metrics']['test']['ndcg@10']:.4f}" for r in plain)
-           + ", PRM-KD " + " / ".join(f"{r['metrics']['test']['ndcg@10']:.4f}" for r in kd) + "."]
-    for t in (r for r in s["runs"] if r["name"].startswith("teacher-")):
-        out.append(f"{LABEL.get(t['name'], t['name'])}: NDCG@10 {t['metrics']['valid']['ndcg@10']:.4f} on validation "
-                   f"and {t['metrics']['test']['ndcg@10']:.4f} on test; plain SASRec {mean(plain, 'valid'):.4f} and "
-                   f"{mean(plain, 'test'):.4f} (mean of its seeds).")
-    c = next((c for c in s["comparisons"] if c["a"] == "prmkd-sasrec" and c["b"] == "sasrec"
-              and c["metric"] == "ndcg@10"), None)
-    if c and c.get("detectable_change"):
+    out = ["Test NDCG@10 per seed: SASRec " + " / ".join(f"{ndcg(r, 'test'):.4f}" for r in plain)
+           + ", PRM-KD " + " / ".join(f"{ndcg(r, 'test'):.4f}" for r in kd) + "."]
+    sides = [f"plain SASRec {sum(ndcg(r, 'valid') for r in plain) / len(plain):.4f} / "
+             f"{sum(ndcg(r, 'test') for r in plain) / len(plain):.4f} (mean of its seeds)"]
+    names = sorted({r["name"] for r in s.get("runs", []) if str(r.get("name", "")).startswith("teacher-")})
+    sides += [f"{LABEL.get(n, n)} {ndcg(t, 'valid'):.4f} / {ndcg(t, 'test'):.4f}" for n in names
+              for t in main_runs(n)[:1]]
+    out.append("Validation / test NDCG@10: " + "; ".join(sides) + ".")
+    c = next((c for c in s.get("comparisons", []) if c.get("a") == "prmkd-sasrec" and c.get("b") == "sasrec"
+              and c.get("metric") == "ndcg@10"), None)
+    if c and c.get("detectable_change") and c.get("n_users"):
         out.append(f"With {c['n_users']:,} test users the paired test finds a change of about "
                    f"{100 * c['detectable_change']:.0f}% or more (80% power at 0.05).")
     return [" ".join(out)]

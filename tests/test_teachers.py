@@ -291,18 +291,24 @@ def test_an_option_added_later_keeps_earlier_fingerprints_while_off(work):
 
 def test_sampled_teacher_loss_estimates_the_full_softmax(work):
     """loss = "sampled": for one instance, exp(loss + pos) - exp(pos) estimates the full softmax's sum over the
-    other items (cosine / temperature logits); its mean over many draws matches that sum, and the loss's gradient
-    reaches the item side (adaptor and ID embedding) through the negatives' representations."""
+    other items (cosine / temperature logits); its mean over many draws matches that sum. The loss's gradient
+    reaches the items drawn as negatives (an item nowhere else in the batch gets an ID-embedding gradient), and
+    with as many draws as the catalogue has other items the loss is the full softmax itself."""
     import math
+
+    from prmkd.data.batches import TrainBatches
 
     ds = prepare(tiny_domain(work, "sampled", 5), log=None)
     tiny = {**TINY, "dropout": 0.0, "attn_dropout": 0.0, "adaptor_dropout": 0.0, "experts": 1}
-    torch.manual_seed(0)
-    model = build(TextSeqConfig(id_embedding=True, loss="sampled", negatives=6, temperature=0.5, **tiny), ds,
-                  work / "cache")
-    torch.nn.init.normal_(model.id_emb.weight)
-    from prmkd.data.batches import TrainBatches
 
+    def teacher(k):
+        torch.manual_seed(0)
+        model = build(TextSeqConfig(id_embedding=True, loss="sampled", negatives=k, temperature=0.5, **tiny), ds,
+                      work / "cache")
+        torch.nn.init.normal_(model.id_emb.weight)
+        return model
+
+    model = teacher(6)
     batch = next(TrainBatches(ds, 4, seed=0).epoch(0))[1]
     model.eval()  # no dropout: the same instance representations at every draw
     with torch.no_grad():
@@ -311,17 +317,34 @@ def test_sampled_teacher_loss_estimates_the_full_softmax(work):
         logits = model._cos(one.reps, model.item_table()[1:])[0]
         pos = float(logits[int(one.targets[0]) - 1])
         others = float(logits.double().exp().sum()) - math.exp(pos)
-        est = torch.tensor([math.exp(float(model.own_loss(one)) + pos) - math.exp(pos) for _ in range(20000)],
+        est = torch.tensor([math.exp(float(model.own_loss(one)) + pos) - math.exp(pos) for _ in range(8000)],
                            dtype=torch.float64)
     assert abs(float(est.mean()) - others) < 3 * float(est.std()) / math.sqrt(len(est))
-    model.train()
-    model.own_loss(model.encode(batch)).backward()
-    assert model.id_emb.weight.grad.abs().sum() > 0 and model.adaptors["text"].weight.grad.abs().sum() > 0
+
+    one_seq = next(TrainBatches(ds, 1, seed=0).epoch(0))[1]
+    in_batch = set(one_seq.items.flatten().tolist()) | set(one_seq.targets.flatten().tolist())
+    seed = next(s for s in range(100)  # a draw holding an item that is nowhere else in the batch
+                if set(torch.randint(1, ds.n_items + 1, (6,), generator=torch.Generator().manual_seed(s)).tolist())
+                - in_batch)
+    enc = model.encode(one_seq)
+    torch.manual_seed(seed)
+    model.own_loss(enc).backward()
+    torch.manual_seed(seed)
+    drawn = set(torch.randint(1, ds.n_items + 1, (6,)).tolist())  # the same draw as the loss's
+    only_drawn = sorted(drawn - in_batch)
+    assert only_drawn and all(model.id_emb.weight.grad[i].abs().sum() > 0 for i in only_drawn)
+
+    whole = teacher(ds.n_items - 1)  # every other item: the exact full softmax, no draw
+    with torch.no_grad():
+        enc = whole.eval().encode(batch)
+        full = torch.nn.functional.cross_entropy(whole._cos(enc.reps, whole.item_table()[1:]), enc.targets - 1)
+        assert torch.equal(whole.own_loss(enc), full)
 
 
 @pytest.mark.parametrize("teacher, message", [
     ({"loss": "sampeld"}, "'teacher.loss' = 'sampeld': expected one of full, in_batch, sampled"),
     ({"loss": "sampled"}, "'teacher.negatives' = 0: loss = \"sampled\" needs"),
+    ({"negatives": 64}, "'teacher.negatives' = 64: only loss = \"sampled\" draws negatives"),
 ])
 def test_a_bad_teacher_loss_is_a_config_error(work, teacher, message):
     from prmkd.errors import ConfigError

@@ -221,7 +221,7 @@ RULES: dict[str, tuple] = {
     "kcore": (_non_negative, "an integer >= 0 (0 = off)"),
     "max_elements": (_at_least_one, "an integer >= 1"),
     "max_instances": (_non_negative, "an integer >= 0 (0 = every instance)"),
-    "negatives": (_non_negative, "an integer >= 0 (0 = the full softmax over every item)"),
+    "negatives": (_non_negative, "an integer >= 0 (0 = no sampled negatives: the full softmax)"),
     "mrr_k": (_at_least_one, "an integer >= 1"),
     "hidden_size": (_at_least_one, "an integer >= 1"),
     "embedding_size": (_at_least_one, "an integer >= 1"),

@@ -153,6 +153,9 @@ def check_loss(cfg: TextSeqConfig, prefix: str = "teacher.") -> None:
     if cfg.loss == "sampled" and cfg.negatives < 1:
         raise ConfigError(f"config key '{prefix}negatives' = {cfg.negatives}: loss = \"sampled\" needs the number "
                          f"of uniform negatives a step (an integer >= 1, e.g. 512)")
+    if cfg.loss != "sampled" and cfg.negatives:
+        raise ConfigError(f"config key '{prefix}negatives' = {cfg.negatives}: only loss = \"sampled\" draws "
+                          f"negatives (this teacher's loss is {cfg.loss!r}); leave it out or set the loss")
 
 
 class TextSeqTeacher(Recommender):
@@ -218,7 +221,7 @@ class TextSeqTeacher(Recommender):
         return self.encoder(h, causal=True)
 
     def encode(self, batch: SeqBatch) -> Encoded:
-        if self.cfg.loss != "full":  # only the batch's items are needed (a sampled loss draws its own)
+        if not self._scores_all_items():  # only the batch's items are needed (a sampled loss draws its own)
             uniq, inv = torch.unique(torch.cat([batch.items.flatten(), batch.targets.flatten()]), return_inverse=True)
             reps = self.item_reps(uniq)  # (U, d)
             n = batch.items.numel()
@@ -248,7 +251,7 @@ class TextSeqTeacher(Recommender):
         RNG: seeded and resumable), each negative's logit raised by log(V / K) so that the sampled sum estimates
         the full softmax's; a draw equal to an instance's own target is left out of its row. Unlike in-batch
         negatives, uniform ones do not push down the items the batch happens to contain (the popular ones)."""
-        v, k = self.n_items, min(self.cfg.negatives, self.n_items)
+        v, k = self.n_items, self.cfg.negatives
         neg = torch.randint(1, v + 1, (k,), device=enc.reps.device)
         u = F.normalize(enc.reps, dim=-1)
         pos = (u * F.normalize(reps[torch.searchsorted(uniq, enc.targets)], dim=-1)).sum(-1, keepdim=True)
@@ -256,6 +259,11 @@ class TextSeqTeacher(Recommender):
         s = s.masked_fill(neg[None, :] == enc.targets[:, None], float("-inf"))
         logits = torch.cat([pos, s], dim=1) / self.cfg.temperature
         return F.cross_entropy(logits, torch.zeros_like(enc.targets))
+
+    def _scores_all_items(self) -> bool:
+        """The full softmax: asked for, or a sampled one with as many draws as the catalogue has other items (then
+        the exact sum costs no more than the estimate, as with the students' `softmax_ce`)."""
+        return self.cfg.loss == "full" or (self.cfg.loss == "sampled" and self.cfg.negatives >= self.n_items - 1)
 
     def _cos(self, u: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
         return F.normalize(u, dim=-1) @ F.normalize(e, dim=-1).T / self.cfg.temperature
