@@ -78,10 +78,18 @@ def write_config(tmp: Path, name: str, cache: Path) -> Path:
     return path
 
 
+def _ctrl_c_as_at_a_terminal() -> None:
+    """In the child before it starts: Ctrl-C (SIGINT) back to its default. A test suite started in the background
+    (`pytest &`) inherits SIGINT ignored, and a Python started with SIGINT ignored never raises KeyboardInterrupt,
+    so the tests that press Ctrl-C would test nothing."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run(config: Path, *args: str, **kw) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.Popen([sys.executable, "-m", "prmkd.cli", "run", str(config), *args], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=_ctrl_c_as_at_a_terminal, **kw)
 
 
 def metrics_by_run(summary: Path) -> dict:
