@@ -146,6 +146,22 @@ def test_text_and_image_teacher_shares_the_text_pretraining(work):
     assert TeacherCache(folder, prepare(target, log=None)).manifest["family"] == "unim2rec"
 
 
+def test_a_sampled_loss_teacher_pretrains_and_shares_the_pretraining(work):
+    """The sampled loss is a fine-tuning option: a teacher with it pre-trains (in-batch, as every teacher does) in
+    the same run as one without it."""
+    target, source = tiny_domain(work, "s-target", 10), tiny_domain(work, "s-source", 11)
+    tc = TrainConfig(epochs=1, patience=5, batch_size=16, progress=False)
+    common = dict(data=target, sources=[source], pretrain=tc, train=tc, pretrain_dir=str(work / "s-pre"))
+    logs = []
+    build_teacher(TeacherRunConfig(family="unisrec", teacher={**TINY, "loss": "sampled", "negatives": 4},
+                                   out=str(work / "s-sampled"), **common), log=logs.append)
+    assert "pre-training unisrec" in "\n".join(logs)
+    logs.clear()
+    build_teacher(TeacherRunConfig(family="unisrec", teacher=dict(TINY), out=str(work / "s-full"), **common),
+                  log=logs.append)
+    assert "pre-training already done" in "\n".join(logs)
+
+
 def test_load_pretrained_copies_the_shared_weights(work):
     load_pretrained = TextSeqFamily().load_pretrained
 

@@ -154,6 +154,20 @@ def full_softmax_ce(enc: Encoded, item_weight: torch.Tensor, bias: torch.Tensor 
     return nn.functional.cross_entropy(full_logits(enc, item_weight, bias), enc.targets - 1)
 
 
+def draws_sample(negatives: int, n_items: int) -> bool:
+    """Whether `negatives` uniform draws make a sampled softmax over `n_items` real items: with as many draws as
+    an instance has other items, the exact full softmax costs no more than the estimate, and is used instead."""
+    return 0 < negatives < n_items - 1
+
+
+def sampled_ce(pos: torch.Tensor, neg_scores: torch.Tensor, neg: torch.Tensor, targets: torch.Tensor
+               ) -> torch.Tensor:
+    """Cross-entropy of each instance's target score `pos` (N, 1) against the drawn items' scores (N, K), already
+    raised by their log(V / K) correction; a draw `neg` equal to an instance's own target is left out of its row."""
+    neg_scores = neg_scores.masked_fill(neg[None, :] == targets[:, None], float("-inf"))
+    return nn.functional.cross_entropy(torch.cat([pos, neg_scores], dim=1), torch.zeros_like(targets))
+
+
 def sampled_softmax_ce(enc: Encoded, item_weight: torch.Tensor, bias: torch.Tensor | None, negatives: int
                        ) -> torch.Tensor:
     """Cross-entropy of each instance's target against `negatives` items drawn uniformly from the catalogue (one
@@ -169,16 +183,14 @@ def sampled_softmax_ce(enc: Encoded, item_weight: torch.Tensor, bias: torch.Tens
     if bias is not None:
         pos = pos + bias.index_select(0, enc.targets)[:, None]
         s = s + bias.index_select(0, neg)
-    s = s.masked_fill(neg[None, :] == enc.targets[:, None], float("-inf"))
-    logits = torch.cat([pos, s], dim=1)
-    return nn.functional.cross_entropy(logits, torch.zeros_like(enc.targets))
+    return sampled_ce(pos, s, neg, enc.targets)
 
 
 def softmax_ce(enc: Encoded, item_weight: torch.Tensor, bias: torch.Tensor | None = None, negatives: int = 0
                ) -> torch.Tensor:
     """A sequential model's own loss: the full softmax over every real item, or, with `negatives` > 0 and below
     the catalogue's size, the sampled one (`sampled_softmax_ce`)."""
-    if 0 < negatives < item_weight.shape[0] - 2:
+    if draws_sample(negatives, item_weight.shape[0] - 1):
         return sampled_softmax_ce(enc, item_weight, bias, negatives)
     return full_softmax_ce(enc, item_weight, bias)
 

@@ -25,7 +25,7 @@ from torch.nn import functional as F
 from ..data.batches import EvalBatch, SeqBatch
 from ..data.dataset import SeqDataset
 from ..errors import ConfigError, PrmkdError
-from ..models.base import Encoded, Recommender, flatten_positions, init_weights
+from ..models.base import Encoded, Recommender, draws_sample, flatten_positions, init_weights, sampled_ce
 from ..models.transformer import Encoder
 from ..log import info
 from .base import TeacherFamily
@@ -256,14 +256,13 @@ class TextSeqTeacher(Recommender):
         u = F.normalize(enc.reps, dim=-1)
         pos = (u * F.normalize(reps[torch.searchsorted(uniq, enc.targets)], dim=-1)).sum(-1, keepdim=True)
         s = u @ F.normalize(self.item_reps(neg), dim=-1).T + self.cfg.temperature * math.log(v / k)
-        s = s.masked_fill(neg[None, :] == enc.targets[:, None], float("-inf"))
-        logits = torch.cat([pos, s], dim=1) / self.cfg.temperature
-        return F.cross_entropy(logits, torch.zeros_like(enc.targets))
+        return sampled_ce(pos / self.cfg.temperature, s / self.cfg.temperature, neg, enc.targets)
 
     def _scores_all_items(self) -> bool:
         """The full softmax: asked for, or a sampled one with as many draws as the catalogue has other items (then
         the exact sum costs no more than the estimate, as with the students' `softmax_ce`)."""
-        return self.cfg.loss == "full" or (self.cfg.loss == "sampled" and self.cfg.negatives >= self.n_items - 1)
+        return self.cfg.loss == "full" or (self.cfg.loss == "sampled" and not draws_sample(self.cfg.negatives,
+                                                                                            self.n_items))
 
     def _cos(self, u: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
         return F.normalize(u, dim=-1) @ F.normalize(e, dim=-1).T / self.cfg.temperature
@@ -339,8 +338,7 @@ class TextSeqFamily(TeacherFamily):
         from dataclasses import replace
         from pathlib import Path
 
-        from ..config import EvalConfig
-        from ..config import to_dict
+        from ..config import EvalConfig, to_dict, without_later_options
         from ..data.dataset import concat_datasets
         from ..io import content_hash
         from ..training import fit, save_checkpoint
@@ -356,10 +354,11 @@ class TextSeqFamily(TeacherFamily):
                                                cfg.text_whitening).items():
                 feats[m].append((x if not feats[m] else x[1:], has if not feats[m] else has[1:]))
         merged = {m: (np.concatenate([x for x, _ in v]), np.concatenate([h for _, h in v])) for m, v in feats.items()}
-        pcfg = replace(cfg, loss="in_batch", id_embedding=False, freeze_transformer=False)
+        # pre-training always uses the in-batch loss, so the sampled loss's negatives do not reach it (nor its key:
+        # pre-training runs made before the option keep their fingerprints)
+        pcfg = replace(cfg, loss="in_batch", negatives=0, id_embedding=False, freeze_transformer=False)
         model = TextSeqTeacher(pcfg, multi.n_items, multi.max_len, merged)
-        # negatives shape fine-tuning only: out of the key, so pre-training runs made before the option keep theirs
-        pkey = {k: v for k, v in to_dict(pcfg).items() if k != "negatives"}
+        pkey = without_later_options(to_dict(pcfg), {"negatives": 0})
         fp = content_hash({"pretrain": multi.fingerprint, "teacher": pkey, "train": to_dict(train_cfg)})
         fit(model, multi, train_cfg, out_dir, eval_cfg=EvalConfig(users=min(multi.n_users, 5000)),
             fingerprint=fp, log=log)
