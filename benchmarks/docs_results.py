@@ -217,10 +217,10 @@ def main_job_details(s: dict) -> list[str]:
     """What stands behind the SASRec row: each seed's test NDCG@10, plain SASRec and the teachers on both splits,
     and the smallest change the paired test can find with this many users (a part missing from the summary is left
     out)."""
-    def main_runs(name):  # the main table's runs: ablation and sweep runs carry the same names
-        return sorted((r for r in s.get("runs", []) if r.get("name") == name and "valid" in r.get("metrics", {})
-                       and "test" in r["metrics"] and "/sweeps/" not in r.get("run_dir", "")
-                       and "/ablations/" not in r.get("run_dir", "")), key=lambda r: r.get("seed", 0))
+    # the main table's runs: ablation and sweep runs carry the same names in other groups (no group means main)
+    def main_runs(name):
+        return sorted((r for r in s.get("runs", []) if r.get("name") == name and (r.get("group") or "main") == "main"
+                       and "valid" in r.get("metrics", {}) and "test" in r["metrics"]), key=lambda r: r.get("seed", 0))
 
     def ndcg(r, split):
         return r["metrics"][split]["ndcg@10"]
@@ -232,7 +232,7 @@ def main_job_details(s: dict) -> list[str]:
            + ", PRM-KD " + " / ".join(f"{ndcg(r, 'test'):.4f}" for r in kd) + "."]
     sides = [f"plain SASRec {sum(ndcg(r, 'valid') for r in plain) / len(plain):.4f} / "
              f"{sum(ndcg(r, 'test') for r in plain) / len(plain):.4f} (mean of its seeds)"]
-    names = sorted({r["name"] for r in s.get("runs", []) if str(r.get("name", "")).startswith("teacher-")})
+    names = sorted({r["name"] for r in s.get("runs", []) if r.get("role") == "teacher"})
     sides += [f"{LABEL.get(n, n)} {ndcg(t, 'valid'):.4f} / {ndcg(t, 'test'):.4f}" for n in names
               for t in main_runs(n)[:1]]
     out.append("Validation / test NDCG@10: " + "; ".join(sides) + ".")
