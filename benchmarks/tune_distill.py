@@ -2,6 +2,7 @@
 
     python benchmarks/tune_distill.py configs/ml100k.toml --seeds 0 1    # -> benchmarks/results/tuning_ml100k.json
     python benchmarks/tune_distill.py configs/scientific.toml --seeds 0  # -> .../tuning_scientific.json
+    python benchmarks/tune_distill.py configs/ml100k.toml --student fm --order kd_weight  # -> tuning_ml100k_fm.json
 
 The pipeline's teachers are built (or reused) and its student is distilled with one setting changed at a time,
 holding the others at the best found so far, in the order of --order (each parameter once: which teachers, lambda,
@@ -12,6 +13,10 @@ every run: a rerun reuses them, and the same run finished elsewhere in the pipel
 is copied instead of trained). The results file is written after every coordinate, so a tuning stopped part way
 keeps what it has measured ("unfinished" lists the coordinates left). What is chosen is written down, not applied:
 put it in the config (its defaults) by hand, citing this file.
+
+--student tunes one of the pipeline's universality models instead (FM, DeepFM, LightGCN), from the config's
+[distill] with its [distill_overrides.<model>]; what is chosen goes into [distill_overrides.<model>]. Its runs go to
+<pipeline out>/tuning-<model>/, its plain twin is the pipeline's universality run.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -54,7 +60,9 @@ def main() -> None:
     ap.add_argument("--order", nargs="+", default=["teachers", *GRID])
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--jobs", type=int, default=2, help="runs at a time (one thread each)")
-    ap.add_argument("--out", help="results file (default: benchmarks/results/tuning_<pipeline name>.json)")
+    ap.add_argument("--out", help="results file (default: benchmarks/results/tuning_<pipeline name>.json, "
+                                  "tuning_<pipeline name>_<student>.json with --student)")
+    ap.add_argument("--student", help="a universality model of the config to tune instead of its student")
     ap.add_argument("--teacher-sets", nargs="*", default=None,
                     help="teacher subsets to try, names joined by '+' (default: all, and each one alone)")
     args = ap.parse_args()
@@ -66,13 +74,18 @@ def main() -> None:
     t0 = time.time()
     hdr = header()
     cfg = load_pipeline(args.config, args.overrides)
+    student = args.student or cfg.student
+    if student != cfg.student and student not in cfg.universality:
+        raise SystemExit(f"--student {student}: not the student ({cfg.student}) nor a universality model "
+                         f"({', '.join(cfg.universality)}) of {args.config}")
+    group = "tuning" if student == cfg.student else f"tuning-{student}"
     pipe = Pipeline(cfg, command="")
     pipe.ds = __import__("prmkd.data.dataset", fromlist=["prepare"]).prepare(cfg.data, log=pipe.log)
     pipe.stage_teachers()
     names = list(pipe.caches)
     sets = [s.split("+") for s in args.teacher_sets] if args.teacher_sets is not None else \
         [names] + ([[n] for n in names] if len(names) > 1 else [])
-    d = cfg.distill
+    d = replace(cfg.distill, **cfg.distill_overrides.get(student, {})) if student != cfg.student else cfg.distill
     best = {"teachers": names, **{k: getattr(d, k) for k in GRID}}
     tried: dict[str, dict] = {}
     runs = []
@@ -85,8 +98,8 @@ def main() -> None:
         from prmkd.experiment.runner import finished, fingerprint
 
         kd = pipe.kd(setting["teachers"], **{k: setting[k] for k in GRID})
-        out = pipe.layout.extra("tuning", tag(setting), seed).path
-        rc = pipe.run_cfg(cfg.student, seed, out, kd)
+        out = pipe.layout.extra(group, tag(setting), seed).path
+        rc = pipe.run_cfg(student, seed, out, kd)
         fp = fingerprint(rc, pipe.ds)
         if finished(out, fp):
             return None
@@ -127,11 +140,11 @@ def main() -> None:
         if key not in tried:
             vals, tests = [], []
             for s in args.seeds:
-                out = pipe.layout.extra("tuning", key, s)
+                out = pipe.layout.extra(group, key, s)
                 res = read_json(out.results)
                 vals.append(res["metrics"]["valid"]["ndcg@10"])
                 tests.append(res["metrics"]["test"]["ndcg@10"])
-                runs.append({"name": f"prmkd-{cfg.student}", "role": "distilled", "dataset": pipe.ds.name, "seed": s,
+                runs.append({"name": f"prmkd-{student}", "role": "distilled", "dataset": pipe.ds.name, "seed": s,
                              "setting": setting, "run_dir": str(out.path), "config": res["config"]["distill"],
                              "metrics": res["metrics"], "timing": res["timing"]})
             tried[key] = {"setting": dict(setting), "valid_ndcg@10": sum(vals) / len(vals),
@@ -141,17 +154,20 @@ def main() -> None:
 
     plain = []  # the plain student on the same seeds, first: every write below has it
     for s in args.seeds:
-        out = pipe.layout.baseline(cfg.student, s).path
-        plain.append(pipe.train_run(pipe.run_cfg(cfg.student, s, out))["metrics"])
+        out = (pipe.layout.baseline(student, s) if student == cfg.student
+               else pipe.layout.universality(student, s, distilled=False)).path
+        plain.append(pipe.train_run(pipe.run_cfg(student, s, out))["metrics"])
 
     def write(unfinished: list[str]) -> None:
-        result = {**hdr, "pipeline_config": args.config, "overrides": args.overrides, "seeds": args.seeds,
+        result = {**hdr, "pipeline_config": args.config, "overrides": args.overrides, "student": student,
+                  "seeds": args.seeds,
                   "method": __doc__.strip().splitlines()[0], "order": args.order, "grid": GRID,
                   "teacher_sets": sets, "steps": steps, "chosen": best, "unfinished": unfinished,
                   "settings_tried": list(tried.values()),
                   "plain_student_valid_ndcg@10": sum(m["valid"]["ndcg@10"] for m in plain) / len(plain),
                   "runs": runs, "comparisons": [], "script_seconds": round(time.time() - t0, 1)}
-        write_json(Path(args.out) if args.out else RESULTS / f"tuning_{cfg.name}.json", result)
+        default = f"tuning_{cfg.name}.json" if student == cfg.student else f"tuning_{cfg.name}_{student}.json"
+        write_json(Path(args.out) if args.out else RESULTS / default, result)
 
     steps = []
     for i, coord in enumerate(args.order):

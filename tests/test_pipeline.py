@@ -473,3 +473,36 @@ def test_copying_a_finished_run_leaves_out_a_killed_writers_temporary_files(tmp_
     copy_run(src, tmp_path / "dest")
     assert sorted(p.name for p in (tmp_path / "dest").iterdir()) == ["best.pt", "per_user_test.npz", "results.json"]
     assert (tmp_path / "dest" / "best.pt").read_text() == "best.pt"
+
+
+def test_a_universality_model_distils_with_its_own_overrides(tmp_path, monkeypatch):
+    """`distill_overrides.<model>` changes only that universality model's distillation; the student keeps [distill],
+    and an override for a model the pipeline does not distil, or of the teachers, is a one-line error."""
+    from prmkd.errors import ConfigError
+    from prmkd.experiment.pipeline import Pipeline, load_pipeline
+
+    path = tmp_path / "o.toml"
+    path.write_text('universality = ["fm", "lightgcn"]\n[distill]\nkd_weight = 10.0\ntemperature = 4.0\n'
+                    '[distill_overrides.fm]\nkd_weight = 0.3\n')
+    cfg = load_pipeline(path)
+    cfg.out = str(tmp_path / "out")
+    pipe = Pipeline(cfg, log=lambda m: None)
+    pipe.caches = {"t": tmp_path / "cache"}
+    used = {}
+
+    def fake(rc):
+        if rc.distill.teachers:
+            used[rc.model["name"]] = (rc.distill.kd_weight, rc.distill.temperature)
+        return None
+
+    monkeypatch.setattr(pipe, "train_run", fake)
+    pipe.stage_universality()
+    pipe.stage_distill()
+    assert used == {"fm": (0.3, 4.0), "lightgcn": (10.0, 4.0), "sasrec": (10.0, 4.0)}
+
+    for text, match in [('[distill_overrides.sasrec]\nkd_weight = 1.0\n', "'sasrec' is not in universality"),
+                        ('[distill_overrides.fm]\nteachers = ["x"]\n', "other than teachers"),
+                        ('[distill_overrides.fm]\nkd_wieght = 1.0\n', "distill_overrides.fm.kd_wieght")]:
+        path.write_text('universality = ["fm"]\n' + text)
+        with pytest.raises(ConfigError, match=match):
+            load_pipeline(path)

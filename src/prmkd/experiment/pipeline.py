@@ -67,6 +67,9 @@ class PipelineConfig:
     train: TrainConfig = field(default_factory=TrainConfig)  # every student run (baselines and distilled)
     models: dict = field(default_factory=dict)  # per model name: its options, e.g. {sasrec = {hidden_size = 64}}
     train_overrides: dict = field(default_factory=dict)  # per model name: TrainConfig keys that differ
+    # per universality model: DistillConfig keys that differ from `distill` (e.g. its own lambda, chosen on
+    # validation by benchmarks/tune_distill.py --student)
+    distill_overrides: dict = field(default_factory=dict)
     teachers: list[TeacherSpec] = field(default_factory=list)
     baselines: list[str] = field(default_factory=lambda: ["gru4rec", "sasrec", "bert4rec"])
     student: str = "sasrec"
@@ -95,6 +98,14 @@ def load_pipeline(path: str | Path, overrides: list[str] | None = None) -> Pipel
         model_config({"name": m, **cfg.models.get(m, {})})
     for m, o in cfg.train_overrides.items():
         from_dict(TrainConfig, {**to_dict(cfg.train), **o}, prefix=f"train_overrides.{m}.")
+    for m, o in cfg.distill_overrides.items():
+        if m not in cfg.universality:
+            raise ConfigError(f"{path}: distill_overrides.{m}: '{m}' is not in universality {cfg.universality} (the "
+                              f"student {cfg.student!r} uses [distill] itself)")
+        if not isinstance(o, dict) or "teachers" in o:
+            raise ConfigError(f"{path}: distill_overrides.{m}: expected a table of [distill] keys other than "
+                              "teachers (the teachers are the pipeline's)")
+        from_dict(DistillConfig, {**to_dict(cfg.distill), **o}, prefix=f"distill_overrides.{m}.")
     labels = [t.label for t in cfg.teachers]
     for k, t in enumerate(cfg.teachers):
         teacher_config(TeacherRunConfig(family=t.family, teacher=t.teacher), prefix=f"teachers.{t.label}.teacher.")
@@ -249,7 +260,7 @@ class Pipeline:
     def stage_universality(self) -> None:
         for model in self.cfg.universality:
             for s in self.cfg.universality_seeds or self.cfg.seeds:
-                for kd in ([None, self.kd()] if self.caches else [None]):
+                for kd in ([None, self.kd(**self.cfg.distill_overrides.get(model, {}))] if self.caches else [None]):
                     tag = f"prmkd-{model}" if kd else model
                     out = self.layout.universality(model, s, distilled=kd is not None).path
                     self.log(f"== universality {tag} seed {s}")
