@@ -63,9 +63,18 @@ def main() -> None:
     ap.add_argument("--out", help="results file (default: benchmarks/results/tuning_<pipeline name>.json, "
                                   "tuning_<pipeline name>_<student>.json with --student)")
     ap.add_argument("--student", help="a universality model of the config to tune instead of its student")
+    ap.add_argument("--grid", action="append", default=[], metavar="PARAM=V1,V2,...",
+                    help="other values for one coordinate, e.g. --grid kd_weight=3,10,30 (recorded in the results)")
     ap.add_argument("--teacher-sets", nargs="*", default=None,
                     help="teacher subsets to try, names joined by '+' (default: all, and each one alone)")
     args = ap.parse_args()
+    grid = dict(GRID)
+    for g in args.grid:
+        param, _, values = g.partition("=")
+        if param not in GRID or not values:
+            raise SystemExit(f"--grid {g}: expected PARAM=V1,V2,... with PARAM one of {', '.join(GRID)}")
+        kind = type(GRID[param][0])
+        grid[param] = [kind(v) for v in values.split(",")]
     os.chdir(ROOT)
     from prmkd.experiment.pipeline import Pipeline, load_pipeline
     from prmkd.log import setup_logging
@@ -161,7 +170,7 @@ def main() -> None:
     def write(unfinished: list[str]) -> None:
         result = {**hdr, "pipeline_config": args.config, "overrides": args.overrides, "student": student,
                   "seeds": args.seeds,
-                  "method": __doc__.strip().splitlines()[0], "order": args.order, "grid": GRID,
+                  "method": __doc__.strip().splitlines()[0], "order": args.order, "grid": grid,
                   "teacher_sets": sets, "steps": steps, "chosen": best, "unfinished": unfinished,
                   "settings_tried": list(tried.values()),
                   "plain_student_valid_ndcg@10": sum(m["valid"]["ndcg@10"] for m in plain) / len(plain),
@@ -171,7 +180,7 @@ def main() -> None:
 
     steps = []
     for i, coord in enumerate(args.order):
-        options = sets if coord == "teachers" else GRID[coord]
+        options = sets if coord == "teachers" else grid[coord]
         candidates = [{**best, coord: v} for v in options  # epsilon needs three teachers, fusion two
                       if not (coord == "epsilon" and len(best["teachers"]) < 3)
                       and not (coord == "fusion" and len(best["teachers"]) < 2)]

@@ -397,3 +397,19 @@ def test_the_first_finding_says_whether_prmkd_improved_hurt_or_did_neither(tmp_p
                                    "detectable_change": 0.04}]
         (root / "summary.json").write_text(json.dumps(summary))
         assert findings(load_run_folder(root))[0].startswith(said + ": distilled SASRec")
+
+
+def test_the_report_says_which_distillation_settings_made_it(tmp_path):
+    """The header names lambda, tau and the rest from the pipeline config, and each universality model's own
+    overrides; a summary without a config (an older run folder) leaves the line out."""
+    from prmkd.report.build import header
+    from prmkd.report.render import to_markdown
+
+    root = fabricate_run(tmp_path, ablations=False, sweeps=False, efficiency=False)
+    assert "**Distillation**" not in to_markdown(header(load_run_folder(root)))
+    summary = json.loads((root / "summary.json").read_text())
+    summary["config"] = {"distill": {"kd_weight": 10.0, "temperature": 4.0, "epsilon": 0.1, "teachers": []},
+                         "distill_overrides": {"fm": {"kd_weight": 0.3}}}
+    (root / "summary.json").write_text(json.dumps(summary))
+    md = to_markdown(header(load_run_folder(root)))
+    assert "**Distillation**: λ 10.0, τ 4.0, ε 0.1; fm: λ 0.3" in md

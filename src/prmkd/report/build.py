@@ -31,6 +31,7 @@ def header(rf: RunFolder) -> list:
         f"{_n(ev.get('n_items', ds.get('items')))} items (no sampled negatives), ties counted against the target; "
         f"history items masked: {'yes' if ev.get('mask_history') else 'no'}; "
         f"k in {ev.get('ks', [5, 10, 20])}",
+        *_distillation(s.get("config") or {}),
         f"**Seeds**: {s.get('seeds', seeds_of(rf.runs))}; runs: {len(rf.runs)} ("
         + ", ".join(f"{g} {n}" for g, n in groups.items()) + "); several seeds: mean over seeds, ± sample std",
         f"**Sources**: `{rf.root / 'summary.json'}`" + (", `efficiency.json`" if rf.efficiency else "")
@@ -39,6 +40,27 @@ def header(rf: RunFolder) -> list:
         f"**Report**: made by prmkd {__version__} on {now()}",
     ]
     return [Heading("How every number was made"), Bullets(items)]
+
+
+DISTILL_SHOWN = [("kd_weight", "λ"), ("temperature", "τ"), ("epsilon", "ε"), ("normalization", "normalization"),
+                 ("kl", "KL"), ("student_temperature", "student temperature"), ("candidates", "candidates"),
+                 ("fusion", "fusion"), ("max_instances", "KD instances per batch")]
+
+
+def _distillation(cfg: dict) -> list[str]:
+    """The distillation settings of the pipeline config (and each universality model's own overrides), one bullet;
+    none when the summary carries no config."""
+    d = cfg.get("distill")
+    if not d:
+        return []
+
+    def show(opts: dict) -> str:
+        return ", ".join(f"{label} {opts[k]}" for k, label in DISTILL_SHOWN if k in opts)
+
+    line = f"**Distillation**: {show(d)}"
+    for model, o in (cfg.get("distill_overrides") or {}).items():
+        line += f"; {model}: {show(o)}"
+    return [line]
 
 
 def _n(v) -> str:
