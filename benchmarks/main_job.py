@@ -73,6 +73,10 @@ def main() -> None:
     ap.add_argument("--adopt", action="store_true", help="copy the last run's report to benchmarks/report/ml100k")
     ap.add_argument("--keep", action="store_true", help="keep the temporary clone")
     args = ap.parse_args()
+    try:  # the results are written with prmkd's own JSON writer: fail now, not after a 15-minute run
+        import prmkd.io  # noqa: F401
+    except ImportError:
+        raise SystemExit("prmkd is not importable here: activate the environment (. .venv/bin/activate) first")
     if subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
                       text=True).stdout.strip():
         raise SystemExit("the working tree has uncommitted changes: commit them first (only HEAD is cloned)")
