@@ -301,8 +301,11 @@ def tuning(name: str = "tuning_scientific.json") -> str:
     d = load(name)
     if not d:
         return missing(name)
-    lines = [f"Coordinate ascent on validation NDCG@10 (mean over seeds {d['seeds']}), in this order; plain "
-             f"{d.get('pipeline_config')} student: {d['plain_student_valid_ndcg@10']:.4f}.", "",
+    student = d.get("student")  # absent: the pipeline's main student
+    plain = f"plain {LABEL.get(student, student)} of {d.get('pipeline_config')}" if student else \
+        f"plain {d.get('pipeline_config')} student"
+    lines = [f"Coordinate ascent on validation NDCG@10 (mean over seeds {d['seeds']}), in this order; {plain}: "
+             f"{d['plain_student_valid_ndcg@10']:.4f}.", "",
              "| coordinate | validation NDCG@10 of each value | chosen |", "|---|---|---|"]
     for st in d["steps"]:
         vals = ", ".join(f"{k}: {v:.4f}" for k, v in st["valid_ndcg@10"].items())
