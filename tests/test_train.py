@@ -327,3 +327,27 @@ def test_ema_off_keeps_the_fingerprints_of_earlier_runs():
 
     assert "ema" not in train_key(TrainConfig()) and train_key(TrainConfig(ema=0.99))["ema"] == 0.99
     assert set(train_key(TrainConfig())) == set(to_dict(TrainConfig())) - {"progress", "device", "threads", "ema"}
+
+
+def test_latencies_interleave_the_models_round_by_round(ds):
+    """Table 4's inference speed times the models in turns (a, b, a, b, ...), each after a warm-up, so that a
+    change of machine load falls on all of them alike."""
+    from prmkd.experiment.efficiency import latencies
+
+    calls = []
+
+    class Recorded(torch.nn.Module):
+        def __init__(self, name):
+            super().__init__()
+            self.name, self.inner = name, new_model(ds)
+
+        def eval_state(self, batch):
+            calls.append(self.name)
+            return self.inner.eval_state(batch)
+
+        def score_items(self, state, lo, hi):
+            return self.inner.score_items(state, lo, hi)
+
+    out = latencies({"a": Recorded("a"), "b": Recorded("b")}, ds, n_users=8, rounds=3)
+    assert calls == ["a", "b"] * 4  # warm-up round + 3 timed rounds
+    assert set(out) == {"a", "b"} and all(v > 0 for v in out.values())

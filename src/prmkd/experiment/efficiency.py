@@ -5,7 +5,8 @@
   included for the distilled student, models interleaved round by round so all see the same machine load;
   reported per epoch (seconds per step x steps per epoch, validation excluded) and as a ratio to plain SASRec;
 - inference memory: bytes of every tensor the model needs to serve (parameters and buffers);
-- inference speed: milliseconds per user to score the whole catalogue for a batch of test users.
+- inference speed: milliseconds per user to score the whole catalogue for a batch of test users, the median of
+  7 rounds, models interleaved round by round like the training steps.
 """
 
 from __future__ import annotations
@@ -34,18 +35,21 @@ def inference_bytes(model: torch.nn.Module) -> int:
 
 
 @torch.no_grad()
-def latency_ms_per_user(model, ds: SeqDataset, n_users: int = 512, repeats: int = 5) -> float:
-    """Median time to score `n_users` test users against every item, per user (after one warm-up)."""
-    model.eval()
+def latencies(models: dict[str, torch.nn.Module], ds: SeqDataset, n_users: int = 512, rounds: int = 7) -> dict:
+    """name -> milliseconds per user to score `n_users` test users against every item: the median over `rounds`,
+    the models interleaved round by round so that all see the same machine load (timed one after the other, two
+    copies of one model differed by a third on a shared CPU), each after one warm-up."""
     batch = next(eval_batches(ds, "test", n_users))
-    times = []
-    for r in range(repeats + 1):  # the warm-up also builds any item table a model caches for serving
-        t0 = time.perf_counter()
-        state = model.eval_state(batch)
-        model.score_items(state, 1, ds.n_items + 1)
-        if r:
-            times.append(time.perf_counter() - t0)
-    return 1000.0 * statistics.median(times) / len(batch.targets)
+    times: dict[str, list[float]] = {name: [] for name in models}
+    for r in range(rounds + 1):  # round 0 warms up (and builds any item table a model caches for serving)
+        for name, model in models.items():
+            model.eval()
+            t0 = time.perf_counter()
+            state = model.eval_state(batch)
+            model.score_items(state, 1, ds.n_items + 1)
+            if r:
+                times[name].append(time.perf_counter() - t0)
+    return {name: 1000.0 * statistics.median(t) / len(batch.targets) for name, t in times.items()}
 
 
 def step_seconds(entries: list[dict], ds: SeqDataset, steps: int = 24, rounds: int = 3, seed: int = 0) -> dict:
@@ -78,13 +82,14 @@ def step_seconds(entries: list[dict], ds: SeqDataset, steps: int = 24, rounds: i
 def measure(entries: list[dict], ds: SeqDataset, base: str, n_users: int = 512) -> dict:
     """entries: {name, role, model, loss_fn (None = own loss), batch_size}; `base` = the reference name."""
     steps = step_seconds(entries, ds)
+    latency = latencies({e["name"]: e["model"] for e in entries}, ds, n_users)
     rows = []
     for e in entries:
         n_steps = len(TrainBatches(ds, e["batch_size"], 0, e.get("bucket", 0)))
         rows.append({"name": e["name"], "role": e["role"],
                      "parameters": sum(p.numel() for p in e["model"].parameters()),
                      "inference_bytes": inference_bytes(e["model"]),
-                     "latency_ms_per_user": latency_ms_per_user(e["model"], ds, n_users),
+                     "latency_ms_per_user": latency[e["name"]],
                      "train_step_seconds": steps[e["name"]], "train_epoch_seconds": steps[e["name"]] * n_steps})
     ref = next(r for r in rows if r["name"] == base)
     ratios = [{"name": r["name"], "training_speed": r["train_epoch_seconds"] / ref["train_epoch_seconds"],
