@@ -200,7 +200,8 @@ def main_job(name: str = "benchmarks/report/ml100k/wall_time.json") -> str:
     pipeline = re.search(r"done in (\d+)s", last.get("pipeline_line") or "")
     lines = [f"Last timed run from a fresh clone (`python benchmarks/main_job.py`): **{last['wall_seconds']:,.0f} s** "
              "(environment, install and pipeline"
-             + (f"; `prmkd run` itself {int(pipeline[1]):,} s" if pipeline else "") + ").", "",
+             + (f"; `prmkd run` itself {int(pipeline[1]):,} s" if pipeline else "") + ")."
+             + earlier_runs(d["runs"][:-1]), "",
              "| student | seeds | plain test NDCG@10 | PRM-KD test NDCG@10 | change | paired p |",
              "|---|---:|---:|---:|---:|---:|"]
     for c in s["comparisons"]:  # each student distilled against its plain twin (ablations and sweeps: docs/results.md)
@@ -211,6 +212,16 @@ def main_job(name: str = "benchmarks/report/ml100k/wall_time.json") -> str:
     lines += ["", *main_job_details(s)]
     lines.append(f"\nSource: `{name}` and `benchmarks/report/ml100k/summary.json` ({machine(s)}).")
     return "\n".join(lines) + "\n"
+
+
+def earlier_runs(runs: list[dict], n: int = 2) -> str:
+    """' Before it, `prmkd run` took A s (commit) and B s (commit).' for the last n runs whose pipeline finished:
+    one run's time on a shared machine says little about the next one's."""
+    took = [(int(m[1]), r.get("commit", "?")) for r in runs
+            if (m := re.search(r"done in (\d+)s", r.get("pipeline_line") or ""))][-n:]
+    if not took:
+        return ""
+    return " Before it, `prmkd run` took " + " and ".join(f"{t:,} s ({c})" for t, c in reversed(took)) + "."
 
 
 def main_job_details(s: dict) -> list[str]:
