@@ -506,3 +506,21 @@ def test_a_universality_model_distils_with_its_own_overrides(tmp_path, monkeypat
         path.write_text('universality = ["fm"]\n' + text)
         with pytest.raises(ConfigError, match=match):
             load_pipeline(path)
+
+
+def test_with_one_teacher_to_build_the_runs_that_need_none_train_beside_it(tmp_path):
+    """--jobs 2 and a single teacher to build: the plain runs start before the teacher and train beside it, and
+    every run ends as in the serial pipeline (all at 1 thread: to the last bit)."""
+    cache = tmp_path / "cache"
+    args = ("--teachers", "unisrec", "--stages", "baselines", "distill", "universality")
+    logs = {}
+    for name, jobs in (("beside", "2"), ("serial", "1")):
+        proc = run(write_config(tmp_path, name, cache), "--jobs", jobs, *args)
+        logs[name], _ = proc.communicate(timeout=600)
+        assert proc.returncode == 0, logs[name]
+    out = logs["beside"]
+    started = out.index("training 3 run(s) that need no teacher in up to 1 process(es)")  # sasrec, gru4rec, fm
+    assert started < out.index("== teacher unisrec") < out.index("training 2 run(s) in up to 2 processes")
+    assert "training 3 run(s) that need no teacher" not in logs["serial"]
+    a = metrics_by_run(tmp_path / "beside" / "summary.json")
+    assert a == metrics_by_run(tmp_path / "serial" / "summary.json") and len(a) == 6  # with the teacher

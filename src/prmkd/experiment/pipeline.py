@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -455,8 +456,13 @@ class Pipeline:
         write_json(self.layout.config, to_dict(self.cfg))
         self.ds = prepare(self.cfg.data, log=self.log)
         write_json(self.layout.data, self.ds.summary())
-        # teachers are needed by every later stage: always built (or reused)
-        self.stage_teachers()
+        # teachers are needed by every later stage: always built (or reused); with --jobs, a single teacher to
+        # build leaves the other processes to the runs that need no teacher meanwhile
+        if self.jobs > 1 and not self.collect_only:
+            with teacher_free_runs_alongside(self, stages, self.jobs):
+                self.stage_teachers()
+        else:
+            self.stage_teachers()
         if self.jobs > 1 and not self.collect_only:
             train_runs_parallel(self, stages, self.jobs)
         for st in STAGES[1:-1]:
@@ -639,6 +645,98 @@ def _stop(pool) -> None:
     _end_processes(procs)
 
 
+def _start_runs(pipe: Pipeline, plan: list[RunConfig], width: int, threads: int):
+    """A pool of `width` worker processes (`threads` torch threads each) with `plan` submitted: (pool, futures)."""
+    import multiprocessing as mp
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    pool = ProcessPoolExecutor(width, mp_context=mp.get_context("spawn"), initializer=_run_worker_init,
+                               initargs=(pipe.cfg.data, threads, os.getpid()))
+    futures = {}
+    try:
+        for rc in plan:
+            label = str(Path(rc.out).relative_to(pipe.out)) if Path(rc.out).is_relative_to(pipe.out) \
+                else str(rc.out)
+            futures[pool.submit(_run_worker, rc, label)] = label
+    except BaseException:
+        _stop(pool)
+        raise
+    return pool, futures
+
+
+def _finish_runs(pipe: Pipeline, pool, futures: dict) -> None:
+    """Wait for the submitted runs, logging each as it ends; a failed run is reported by name after the others
+    have finished (PrmkdError). Ctrl-C or a broken pool stops the workers."""
+    from concurrent.futures import as_completed
+    from concurrent.futures.process import BrokenProcessPool
+
+    n, errors = len(futures), []
+    try:
+        for k, fut in enumerate(as_completed(futures), 1):
+            try:
+                label, ndcg, secs = fut.result()
+            except BrokenProcessPool:
+                left = n - k + 1
+                raise PrmkdError(f"a worker process ended abruptly (killed, or out of memory?) with {left} of "
+                                 f"{n} run(s) unfinished" +
+                                 "".join(f"; also failed: {e}" for e in errors) +
+                                 ". Finished runs are kept: rerun to resume, with fewer --jobs if memory "
+                                 "is short") from None
+            except RuntimeError as e:
+                errors.append(f"{futures[fut]}: {e}")
+                pipe.log(f"[{k}/{n}] {futures[fut]} failed: {str(e).splitlines()[0]}")
+                continue
+            got = f"test ndcg@10 {ndcg:.4f}, " if ndcg is not None else ""
+            pipe.log(f"[{k}/{n}] {label} finished ({got}{secs:.0f}s)")
+    except BaseException:
+        _stop(pool)
+        raise
+    pool.shutdown(wait=True)
+    pipe._finished = None  # the new runs, for the twin lookup of `train_run`
+    if errors:
+        raise PrmkdError(f"{len(errors)} parallel run(s) failed: " + "; ".join(errors) +
+                         " (finished runs are kept; rerun to resume, or add --jobs 1 to see the error inline)")
+
+
+@contextmanager
+def teacher_free_runs_alongside(pipe: Pipeline, stages, jobs: int):
+    """While the body builds the pipeline's teachers: when exactly one teacher is left to build (its build is one
+    process), the runs that need no teacher (plain baselines, plain universality twins) train in `jobs - 1`
+    worker processes beside it, and the teacher gets the remaining share of the cores. On a 2-core CPU that is
+    one thread each: ML-100K's teacher takes 1.5x as long on one thread as on two, and its epochs came out the
+    same. Otherwise (several teachers to build, all built already, a data-parallel launch) the body runs alone.
+    Leaving the body, the runs are waited for; an error or Ctrl-C in the body stops them."""
+    import os
+
+    import torch
+
+    from .. import parallel
+
+    to_build = [s for s in pipe.cfg.teachers if (pipe.only_teachers is None or s.label in pipe.only_teachers)
+                and not pipe.layout.teacher(s.label).manifest.exists()]
+    plan = pipe.plan_runs(stages) if len(to_build) == 1 and not parallel.env().active else []
+    if not plan:  # (before the teachers exist, the plan holds only the runs that need none)
+        yield
+        return
+    cores = os.cpu_count() or 1
+    width = min(jobs - 1, len(plan))
+    threads = max(1, cores // jobs)
+    pipe.log(f"training {len(plan)} run(s) that need no teacher in up to {width} process(es), {threads} torch "
+             f"thread(s) each, while teacher {to_build[0].label} is built with {max(1, cores - width * threads)}")
+    pool, futures = _start_runs(pipe, plan, width, threads)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(max(1, cores - width * threads))
+    try:
+        yield
+    except BaseException:
+        _stop(pool)
+        raise
+    finally:
+        torch.set_num_threads(previous)
+    _finish_runs(pipe, pool, futures)
+
+
 def train_runs_parallel(pipe: Pipeline, stages, jobs: int) -> None:
     """Train the student runs of the training stages among `stages` in up to `jobs` processes (torch threads
     split between them; a run's own `train.threads` wins), distilled runs first as the longest. Runs that need
@@ -647,10 +745,7 @@ def train_runs_parallel(pipe: Pipeline, stages, jobs: int) -> None:
     fingerprint are exactly a serial pipeline's; a run's last digits can differ from one trained with more
     threads. A failed run is reported by name after the others have finished; rerun to resume. Inside a
     data-parallel launch (torchrun) the runs stay serial: each rank must train the same run."""
-    import multiprocessing as mp
     import os
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-    from concurrent.futures.process import BrokenProcessPool
 
     from .. import parallel
 
@@ -663,40 +758,9 @@ def train_runs_parallel(pipe: Pipeline, stages, jobs: int) -> None:
         plan.sort(key=lambda rc: not rc.distill.teachers)  # stable: distilled runs first
         width = min(jobs, len(plan))
         pipe.log(f"training {len(plan)} run(s) in up to {width} processes, {threads} torch thread(s) each")
-        errors = []
-        pool = ProcessPoolExecutor(width, mp_context=mp.get_context("spawn"), initializer=_run_worker_init,
-                                   initargs=(pipe.cfg.data, threads, os.getpid()))
-        try:
-            futures = {}
-            for rc in plan:
-                label = str(Path(rc.out).relative_to(pipe.out)) if Path(rc.out).is_relative_to(pipe.out) \
-                    else str(rc.out)
-                futures[pool.submit(_run_worker, rc, label)] = label
-            for k, fut in enumerate(as_completed(futures), 1):
-                try:
-                    label, ndcg, secs = fut.result()
-                except BrokenProcessPool:
-                    left = len(plan) - k + 1
-                    raise PrmkdError(f"a worker process ended abruptly (killed, or out of memory?) with {left} of "
-                                     f"{len(plan)} run(s) unfinished" +
-                                     "".join(f"; also failed: {e}" for e in errors) +
-                                     ". Finished runs are kept: rerun to resume, with fewer --jobs if memory "
-                                     "is short") from None
-                except RuntimeError as e:
-                    errors.append(f"{futures[fut]}: {e}")
-                    pipe.log(f"[{k}/{len(plan)}] {futures[fut]} failed: {str(e).splitlines()[0]}")
-                    continue
-                got = f"test ndcg@10 {ndcg:.4f}, " if ndcg is not None else ""
-                pipe.log(f"[{k}/{len(plan)}] {label} finished ({got}{secs:.0f}s)")
-        except BaseException:
-            _stop(pool)
-            raise
-        pool.shutdown(wait=True)
+        pool, futures = _start_runs(pipe, plan, width, threads)
+        _finish_runs(pipe, pool, futures)
         done_before.update(rc.out for rc in plan)
-        pipe._finished = None  # the new runs, for the twin lookup of `train_run`
-        if errors:
-            raise PrmkdError(f"{len(errors)} parallel run(s) failed: " + "; ".join(errors) +
-                             " (finished runs are kept; rerun to resume, or add --jobs 1 to see the error inline)")
 
 
 def copy_run(src: Path, dest: Path) -> None:
