@@ -191,16 +191,22 @@ def eval_speed(name: str = "eval_speed_scientific.json") -> str:
     return "\n".join(lines) + "\n\n" + source(name, d)
 
 
+def pipeline_seconds(run: dict) -> int | None:
+    """`prmkd run`'s own seconds in one wall_time.json entry (from its 'pipeline ... done in Ns' line)."""
+    m = re.search(r"done in (\d+)s", run.get("pipeline_line") or "")
+    return int(m[1]) if m else None
+
+
 def main_job(name: str = "benchmarks/report/ml100k/wall_time.json") -> str:
     d = load(name)
     s = load("benchmarks/report/ml100k/summary.json")
     if not d or not s:
         return missing(name)
     last = d["runs"][-1]
-    pipeline = re.search(r"done in (\d+)s", last.get("pipeline_line") or "")
+    pipeline = pipeline_seconds(last)
     lines = [f"Last timed run from a fresh clone (`python benchmarks/main_job.py`): **{last['wall_seconds']:,.0f} s** "
              "(environment, install and pipeline"
-             + (f"; `prmkd run` itself {int(pipeline[1]):,} s" if pipeline else "") + ")."
+             + (f"; `prmkd run` itself {pipeline:,} s" if pipeline else "") + ")."
              + earlier_runs(d["runs"][:-1]), "",
              "| student | seeds | plain test NDCG@10 | PRM-KD test NDCG@10 | change | paired p |",
              "|---|---:|---:|---:|---:|---:|"]
@@ -217,8 +223,7 @@ def main_job(name: str = "benchmarks/report/ml100k/wall_time.json") -> str:
 def earlier_runs(runs: list[dict], n: int = 2) -> str:
     """' Before it, `prmkd run` took A s (commit) and B s (commit).' for the last n runs whose pipeline finished:
     one run's time on a shared machine says little about the next one's."""
-    took = [(int(m[1]), r.get("commit", "?")) for r in runs
-            if (m := re.search(r"done in (\d+)s", r.get("pipeline_line") or ""))][-n:]
+    took = [(t, r.get("commit", "?")) for r in runs if (t := pipeline_seconds(r))][-n:]
     if not took:
         return ""
     return " Before it, `prmkd run` took " + " and ".join(f"{t:,} s ({c})" for t, c in reversed(took)) + "."

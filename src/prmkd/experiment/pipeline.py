@@ -206,14 +206,16 @@ class Pipeline:
                                 eval=self.cfg.eval, out=str(self.layout.teacher(spec.label).path),
                                 cache_dtype=spec.cache_dtype, pretrain_dir=str(self.layout.pretrain))
 
+    def selected_teachers(self) -> list[TeacherSpec]:
+        """The config's teachers this process builds (or reuses): all, or those named by `only_teachers`."""
+        return [t for t in self.cfg.teachers if self.only_teachers is None or t.label in self.only_teachers]
+
     # ---- stages
     def stage_teachers(self) -> None:
         if self.jobs > 1 and not self.collect_only:
             build_teachers_parallel(self, self.jobs)
-        for spec in self.cfg.teachers:
+        for spec in self.selected_teachers():
             name = spec.label
-            if self.only_teachers is not None and name not in self.only_teachers:
-                continue
             tcfg = self.teacher_run_config(spec)
             tdir = self.layout.teacher(name)
             self.log(f"== teacher {name} ({spec.family})")
@@ -461,10 +463,9 @@ class Pipeline:
         if self.jobs > 1 and not self.collect_only:
             with teacher_free_runs_alongside(self, stages, self.jobs):
                 self.stage_teachers()
+            train_runs_parallel(self, stages, self.jobs)
         else:
             self.stage_teachers()
-        if self.jobs > 1 and not self.collect_only:
-            train_runs_parallel(self, stages, self.jobs)
         for st in STAGES[1:-1]:
             if st in stages:
                 getattr(self, f"stage_{st}")()
@@ -481,10 +482,8 @@ def teacher_groups(pipe: Pipeline) -> list[list[TeacherSpec]]:
     process, until that pre-training has finished (a resumed pipeline): then each is a group of its own.
     Prepares the source datasets, so that no two processes write one dataset's cache."""
     groups: dict[tuple, list[TeacherSpec]] = {}
-    for spec in pipe.cfg.teachers:
+    for spec in pipe.selected_teachers():
         name = spec.label
-        if pipe.only_teachers is not None and name not in pipe.only_teachers:
-            continue
         if spec.sources:
             sources = [prepare(s, log=pipe.log) for s in spec.sources]
             tcfg = pipe.teacher_run_config(spec)
@@ -713,8 +712,7 @@ def teacher_free_runs_alongside(pipe: Pipeline, stages, jobs: int):
 
     from .. import parallel
 
-    to_build = [s for s in pipe.cfg.teachers if (pipe.only_teachers is None or s.label in pipe.only_teachers)
-                and not pipe.layout.teacher(s.label).manifest.exists()]
+    to_build = [s for s in pipe.selected_teachers() if not pipe.layout.teacher(s.label).manifest.exists()]
     plan = pipe.plan_runs(stages) if len(to_build) == 1 and not parallel.env().active else []
     if not plan:  # (before the teachers exist, the plan holds only the runs that need none)
         yield
