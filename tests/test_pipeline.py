@@ -3,6 +3,7 @@ uninterrupted run (trained in two parallel processes); a rerun of a finished pip
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -520,7 +521,14 @@ def test_with_one_teacher_to_build_the_runs_that_need_none_train_beside_it(tmp_p
         assert proc.returncode == 0, logs[name]
     out = logs["beside"]
     started = out.index("training 3 run(s) that need no teacher in up to 1 process(es)")  # sasrec, gru4rec, fm
-    assert started < out.index("== teacher unisrec") < out.index("training 2 run(s) in up to 2 processes")
+    # when the teacher is built, the plain runs not yet started join the distilled ones on both processes
+    built = re.search(r"teacher built: (\d) run\(s\) beside it finished, training or queued there, (\d) not yet "
+                      r"queued move", out)
+    assert built and int(built[1]) + int(built[2]) == 3, out
+    after = out.index(f"training {2 + int(built[2])} run(s) in up to 2 processes")
+    assert started < out.index("== teacher unisrec") < built.start() < after
+    ends = re.findall(r"\] (\S+) finished \(", out)  # each run trained once, in one pool or the other
+    assert len(ends) == len(set(ends)) == 5, ends
     assert "training 3 run(s) that need no teacher" not in logs["serial"]
     a = metrics_by_run(tmp_path / "beside" / "summary.json")
     assert a == metrics_by_run(tmp_path / "serial" / "summary.json") and len(a) == 6  # with the teacher

@@ -461,9 +461,9 @@ class Pipeline:
         # teachers are needed by every later stage: always built (or reused); with --jobs, a single teacher to
         # build leaves the other processes to the runs that need no teacher meanwhile
         if self.jobs > 1 and not self.collect_only:
-            with teacher_free_runs_alongside(self, stages, self.jobs):
+            with teacher_free_runs_alongside(self, stages, self.jobs) as beside:
                 self.stage_teachers()
-            train_runs_parallel(self, stages, self.jobs)
+            train_runs_parallel(self, stages, self.jobs, beside)
         else:
             self.stage_teachers()
         for st in STAGES[1:-1]:
@@ -698,6 +698,15 @@ def _finish_runs(pipe: Pipeline, pool, futures: dict) -> None:
                          " (finished runs are kept; rerun to resume, or add --jobs 1 to see the error inline)")
 
 
+@dataclass
+class RunsBeside:
+    """The teacher-free runs started beside a teacher build: their pool, {future: label} and {label: run
+    folder} (no pool when none were started)."""
+    pool: object = None
+    futures: dict = field(default_factory=dict)
+    outs: dict = field(default_factory=dict)
+
+
 @contextmanager
 def teacher_free_runs_alongside(pipe: Pipeline, stages, jobs: int):
     """While the body builds the pipeline's teachers: when exactly one teacher is left to build (its build is one
@@ -705,17 +714,20 @@ def teacher_free_runs_alongside(pipe: Pipeline, stages, jobs: int):
     worker processes beside it, and the teacher gets the remaining share of the cores. On a 2-core CPU that is
     one thread each: ML-100K's teacher takes 1.5x as long on one thread as on two, and its epochs came out the
     same. Otherwise (several teachers to build, all built already, a data-parallel launch) the body runs alone.
-    Leaving the body, the runs are waited for; an error or Ctrl-C in the body stops them."""
+    Yields a `RunsBeside` that `train_runs_parallel` takes over when the teacher is built (the runs are not
+    waited for here: the freed cores start the distilled runs at once); an error or Ctrl-C in the body stops
+    them."""
     import os
 
     import torch
 
     from .. import parallel
 
+    beside = RunsBeside()
     to_build = [s for s in pipe.selected_teachers() if not pipe.layout.teacher(s.label).manifest.exists()]
     plan = pipe.plan_runs(stages) if len(to_build) == 1 and not parallel.env().active else []
     if not plan:  # (before the teachers exist, the plan holds only the runs that need none)
-        yield
+        yield beside
         return
     cores = os.cpu_count() or 1
     width = min(jobs - 1, len(plan))
@@ -726,39 +738,85 @@ def teacher_free_runs_alongside(pipe: Pipeline, stages, jobs: int):
     previous = torch.get_num_threads()
     torch.set_num_threads(max(1, cores - width * threads))
     try:
-        yield
+        yield beside
     except BaseException:
         _stop(pool)
         raise
     finally:
         torch.set_num_threads(previous)
-    _finish_runs(pipe, pool, futures)
+    beside.pool, beside.futures = pool, futures
+    beside.outs = {label: rc.out for label, rc in zip(futures.values(), plan)}
 
 
-def train_runs_parallel(pipe: Pipeline, stages, jobs: int) -> None:
+def _take_over(pipe: Pipeline, beside: RunsBeside | None) -> tuple[object, dict, set[str]] | None:
+    """The teacher is built: the runs beside it not yet handed to a worker are cancelled (the next plan trains them
+    with the distilled runs, on every process); (pool, futures, run folders) of those finished, training or
+    queued at a worker (the executor queues one run or two ahead), or None."""
+    if beside is None or beside.pool is None:
+        return None
+    held = {fut: label for fut, label in beside.futures.items() if not fut.cancel()}
+    pipe.log(f"teacher built: {len(held)} run(s) beside it finished, training or queued there, "
+             f"{len(beside.futures) - len(held)} not yet queued move to the runs below")
+    pipe._finished = None  # runs beside it have finished since the last look: their twins are copied, not trained
+    return beside.pool, held, {beside.outs[label] for label in held.values()}
+
+
+def train_runs_parallel(pipe: Pipeline, stages, jobs: int, beside: RunsBeside | None = None) -> None:
     """Train the student runs of the training stages among `stages` in up to `jobs` processes (torch threads
     split between them; a run's own `train.threads` wins), distilled runs first as the longest. Runs that need
     others' results (a sweep's best value on more seeds) are planned again once those have finished. The
     stages then run as usual and find every run finished, so the summary, the records and every run's
     fingerprint are exactly a serial pipeline's; a run's last digits can differ from one trained with more
     threads. A failed run is reported by name after the others have finished; rerun to resume. Inside a
-    data-parallel launch (torchrun) the runs stay serial: each rank must train the same run."""
-    import os
+    data-parallel launch (torchrun) the runs stay serial: each rank must train the same run.
 
+    `beside`: runs started beside the teacher build (`teacher_free_runs_alongside`). Those still training
+    finish in their own process while the first pool here starts at full width, so no core waits for them
+    (for a while there is one process more than `jobs`; every run keeps its thread count, so its results do
+    not change)."""
     from .. import parallel
 
-    if parallel.env().active:
+    if parallel.env().active:  # (no runs beside the teacher there either)
         pipe.log("--jobs is ignored inside a data-parallel launch: every rank trains the same runs in turn")
         return
+    held = None
+    try:
+        held = _take_over(pipe, beside)
+        done_before: set[str] = set(held[2]) if held else set()
+        while plan := [rc for rc in pipe.plan_runs(stages) if rc.out not in done_before]:
+            plan.sort(key=lambda rc: not rc.distill.teachers)  # stable: distilled runs first
+            train_planned(pipe, plan, jobs)
+            done_before.update(rc.out for rc in plan)
+            if held:  # before any plan that may need their results
+                _finish_runs(pipe, held[0], held[1])
+                held = None
+        if held:
+            _finish_runs(pipe, held[0], held[1])
+    except PrmkdError as e:  # a run failed in the new pool: the runs beside it still end first, then both are named
+        if held:
+            try:
+                _finish_runs(pipe, held[0], held[1])
+            except PrmkdError as also:
+                raise PrmkdError(f"{e}; {also}") from None
+        raise
+    except BaseException:
+        if held:
+            _stop(held[0])
+        raise
+
+
+def train_planned(pipe: Pipeline, plan: list[RunConfig], jobs: int) -> None:
+    """Train the given runs in up to `jobs` processes (the torch threads split between them; a run's own
+    `train.threads` wins), in the order given; a failed run is reported by name after the others have finished."""
+    import os
+
+    if not plan:
+        return
     threads = max(1, (os.cpu_count() or 1) // jobs)
-    done_before: set[str] = set()
-    while plan := [rc for rc in pipe.plan_runs(stages) if rc.out not in done_before]:
-        plan.sort(key=lambda rc: not rc.distill.teachers)  # stable: distilled runs first
-        width = min(jobs, len(plan))
-        pipe.log(f"training {len(plan)} run(s) in up to {width} processes, {threads} torch thread(s) each")
-        pool, futures = _start_runs(pipe, plan, width, threads)
-        _finish_runs(pipe, pool, futures)
-        done_before.update(rc.out for rc in plan)
+    width = min(jobs, len(plan))
+    pipe.log(f"training {len(plan)} run(s) in up to {width} processes, {threads} torch thread(s) each")
+    pool, futures = _start_runs(pipe, plan, width, threads)
+    _finish_runs(pipe, pool, futures)
 
 
 def copy_run(src: Path, dest: Path) -> None:
