@@ -320,6 +320,9 @@ def tuning(name: str = "tuning_scientific.json") -> str:
     student = d.get("student")  # absent: the pipeline's main student
     plain = f"plain {LABEL.get(student, student)} of {d.get('pipeline_config')}" if student else \
         f"plain {d.get('pipeline_config')} student"
+    changed = [o for o in d.get("overrides", []) if "threads=" not in o]  # (thread counts change no result)
+    if changed:
+        plain += " with " + ", ".join(f"`{o}`" for o in changed)
     lines = [f"Coordinate ascent on validation NDCG@10 (mean over seeds {d['seeds']}), in this order; {plain}: "
              f"{d['plain_student_valid_ndcg@10']:.4f}.", "",
              "| coordinate | validation NDCG@10 of each value | chosen |", "|---|---|---|"]
@@ -429,10 +432,38 @@ def simple_comparisons(name: str) -> str:
                      for c in d["comparisons"]) + "\n\n" + source(name, d)
 
 
+def student_size(name: str = "student_size_ml100k.json") -> str:
+    d = load(name)
+    if not d:
+        return missing(name)
+    student = LABEL.get(d["student"], d["student"])
+    recipes = "; ".join(f"{r}: " + (", ".join(f"{k} {v}" for k, v in ch.items()) or "the config's [train]")
+                        for r, ch in d["recipes"].items())
+    head = ["| recipe | hidden size | split | plain | PRM-KD | change | p |", "|---|---:|---|---:|---:|---:|---:|"]
+
+    def line(recipe: str, size: int, plain: dict, kd: dict, c: dict) -> list[str]:
+        return [f"| {recipe} | {size} | {split} | {ms(plain[split])} | {ms(kd[split])} | {pct(c[split]['value'])} | "
+                f"{p_value(c[split]['p_value'])} |" for split in ("valid", "test")]
+
+    lines = [f"Plain and distilled {student} by training recipe ({recipes}) and hidden size, seeds {d['seeds']} "
+             "(mean ± std over seeds); change and paired p over users (per-user NDCG@10 averaged over the seeds).",
+             "", *head]
+    for r in d["rows"]:
+        lines += line(r["recipe"], r["hidden_size"], r["plain"], r["distilled"], r["distilled_vs_plain"])
+    lines += ["", f"Each at the recipe of its own best validation NDCG@10 ({d['fair_rule']}):", "", *head]
+    for f in d["fair"]:
+        lines += line(f"plain: {f['plain_recipe']}; PRM-KD: {f['distilled_recipe']}", f["hidden_size"],
+                      f["plain"], f["distilled"], f["distilled_vs_plain"])
+    teachers = "; ".join(f"{LABEL.get(n, n)}: validation {t['valid']:.4f}, test {t['test']:.4f}"
+                         for n, t in d["teachers_ndcg@10"].items())
+    return "\n".join(lines) + f"\n\nTeacher NDCG@10 ({teachers}). " + source(name, d)
+
+
 BLOCKS = {"headline": headline, "main-scientific": main_table, "efficiency": efficiency,
           "teacher-build": teacher_build, "recbole": recbole, "eval-speed": eval_speed, "main-job": main_job,
           "variants": variants, "universality": universality, "ceiling": ceiling, "tuning": tuning,
-          "serving": serving, "scaling": scaling, "comparisons": simple_comparisons, "variant": variant_vs_main}
+          "serving": serving, "scaling": scaling, "comparisons": simple_comparisons, "variant": variant_vs_main,
+          "student-size": student_size}
 
 
 def render(text: str) -> str:
