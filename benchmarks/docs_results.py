@@ -450,13 +450,16 @@ def student_size(name: str = "student_size_ml100k.json") -> str:
              "", *head]
     for r in d["rows"]:
         lines += line(r["recipe"], r["hidden_size"], r["plain"], r["distilled"], r["distilled_vs_plain"])
-    lines += ["", f"Each at the recipe of its own best validation NDCG@10 ({d['fair_rule']}):", "", *head]
+    lines += ["", d["fair_rule"][0].upper() + d["fair_rule"][1:] + ":", "", *head]
     for f in d["fair"]:
         lines += line(f"plain: {f['plain_recipe']}; PRM-KD: {f['distilled_recipe']}", f["hidden_size"],
                       f["plain"], f["distilled"], f["distilled_vs_plain"])
-    teachers = "; ".join(f"{LABEL.get(n, n)}: validation {t['valid']:.4f}, test {t['test']:.4f}"
+    teachers = "; ".join(f"{LABEL.get('teacher-' + n, n)}: validation {t['valid']:.4f}, test {t['test']:.4f}"
                          for n, t in d["teachers_ndcg@10"].items())
-    return "\n".join(lines) + f"\n\nTeacher NDCG@10 ({teachers}). " + source(name, d)
+    base = d.get("train")  # the config's [train] as the study ran (recorded since the study's first run)
+    base = "" if not base else " The config's [train] then: " + ", ".join(
+        f"{k} {base[k]}" for k in ("epochs", "patience", "lr", "batch_size") if k in base) + "."
+    return "\n".join(lines) + f"\n\nTeacher NDCG@10 ({teachers}).{base} " + source(name, d)
 
 
 BLOCKS = {"headline": headline, "main-scientific": main_table, "efficiency": efficiency,

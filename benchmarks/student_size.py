@@ -45,6 +45,7 @@ def main() -> None:
     ap.add_argument("--out", help="results file (default: benchmarks/results/student_size_<pipeline name>.json)")
     args = ap.parse_args()
     os.chdir(ROOT)
+    from prmkd.config import to_dict
     from prmkd.data.dataset import prepare
     from prmkd.experiment.pipeline import Pipeline, load_pipeline, train_planned
     from prmkd.experiment.stats import paired_test
@@ -137,7 +138,7 @@ def main() -> None:
         "seeds": args.seeds, "method": __doc__.strip().splitlines()[0],
         "distill": {k: getattr(kd, k) for k in ("kd_weight", "temperature", "epsilon", "normalization", "kl",
                                                  "student_temperature", "candidates", "max_instances")},
-        "recipes": recipes, "teachers_ndcg@10": teacher, "rows": rows,
+        "recipes": recipes, "train": to_dict(cfg.train), "teachers_ndcg@10": teacher, "rows": rows,
         "fair": fair, "fair_rule": "each of plain and PRM-KD at the recipe of its own best mean validation NDCG@10",
         "script_seconds": round(time.time() - t0, 1)})
 

@@ -413,3 +413,21 @@ def test_the_report_says_which_distillation_settings_made_it(tmp_path):
     (root / "summary.json").write_text(json.dumps(summary))
     md = to_markdown(header(load_run_folder(root)))
     assert "**Distillation**: λ 10.0, τ 4.0, ε 0.1; fm: λ 0.3" in md
+
+
+def test_a_universality_student_at_lambda_zero_is_said_not_to_be_distilled(tmp_path):
+    """lambda = 0 makes the "distilled" run its plain twin: the finding says so instead of comparing the two."""
+    from prmkd.report.findings import findings
+
+    root = fabricate_run(tmp_path, ablations=False, sweeps=False, efficiency=False)
+    summary = json.loads((root / "summary.json").read_text())
+    for r in summary["runs"]:
+        if r["name"] in ("prmkd-fm", "prmkd-lightgcn"):
+            r["config"] = {"distill": {"kd_weight": 0.0 if r["name"] == "prmkd-fm" else 3.0}}
+    summary["comparisons"] = [{"name": f"prmkd-{m} vs {m}", "a": f"prmkd-{m}", "b": m, "metric": "ndcg@10",
+                               "value": 0.01, "p_value": 0.5, "mean_a": 0.0202, "mean_b": 0.02, "n_users": 400,
+                               "seeds_a": 1} for m in ("fm", "lightgcn")]
+    (root / "summary.json").write_text(json.dumps(summary))
+    said = {line.split(":", 1)[0]: line for line in findings(load_run_folder(root))}
+    assert said["FM"] == "FM: not distilled (lambda = 0 in its settings), so its distilled run repeats its plain twin."
+    assert said["LightGCN"].startswith("LightGCN: distilled ")

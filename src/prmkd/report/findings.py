@@ -100,7 +100,12 @@ def findings(rf: RunFolder) -> list[str]:
     for name in sorted({r["name"] for r in rf.select(group="universality")} - {""}):
         if name.startswith("prmkd-"):
             c = _test(rf, f"{name} vs {name[6:]}")
-            if c:
+            weights = {(r.get("config") or {}).get("distill", {}).get("kd_weight")
+                       for r in rf.select(group="universality", name=name)}
+            if weights == {0.0}:  # lambda 0: the "distilled" run is its plain twin, whatever the numbers say
+                out.append(f"{display_name(name[6:])}: not distilled (lambda = 0 in its settings), so its distilled "
+                           "run repeats its plain twin.")
+            elif c:
                 out.append(f"{display_name(name[6:])}: distilled {fmt(c['mean_a'])} vs plain {fmt(c['mean_b'])} "
                            f"({_pct(c)}; {_verdict(c)}; {_seeds(c)})"
                            + _below_twin(rf, name, c))
