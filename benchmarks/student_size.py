@@ -42,6 +42,8 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=2, help="runs at a time")
     ap.add_argument("--reuse", nargs="*", default=[], help="other pipeline folders whose finished runs are copied "
                                                            "when their fingerprint matches")
+    ap.add_argument("--plain-only", action="store_true",
+                    help="train the plain student only (no teachers are built): is it cut short by a recipe?")
     ap.add_argument("--out", help="results file (default: benchmarks/results/student_size_<pipeline name>.json)")
     args = ap.parse_args()
     os.chdir(ROOT)
@@ -58,13 +60,16 @@ def main() -> None:
     cfg = load_pipeline(args.config, args.overrides)
     pipe = Pipeline(cfg, command="")
     pipe.ds = prepare(cfg.data, log=pipe.log)
-    pipe.stage_teachers()
+    if not args.plain_only:
+        pipe.stage_teachers()
     for other in args.reuse:  # finished runs elsewhere, as twins of the runs below
         for res in sorted(Path(other).glob("**/results.json")):
             fp = read_json(res).get("fingerprint")
             if fp and (res.parent / "best.pt").exists():
                 pipe.finished_runs().setdefault(fp, res.parent)
-    student, kd = cfg.student, pipe.kd()
+    student = cfg.student
+    kd = None if args.plain_only else pipe.kd()
+    roles = ("plain",) if args.plain_only else ("plain", "distilled")
     recipes = {"config": {}}
     for r in args.recipe:
         name, _, changes = r.partition(":")
@@ -81,7 +86,7 @@ def main() -> None:
         suffix = "".join(f"-{k}{v}" for k, v in sorted(changes.items()))
         for size in sizes_of(recipe):
             for seed in args.seeds:
-                for role, distill in (("plain", None), ("distilled", kd)):
+                for role, distill in (("plain", None), ("distilled", kd))[:len(roles)]:
                     name = f"{student}-d{size}{suffix}" if role == "plain" else f"prmkd-{student}-d{size}{suffix}"
                     out = pipe.layout.extra("student-size", name, seed).path
                     rc = pipe.run_cfg(student, seed, out, distill, model_extra={"hidden_size": size})
@@ -99,14 +104,15 @@ def main() -> None:
 
     def row_of(recipe: str, size: int) -> dict:
         row = {"recipe": recipe, "train_changes": recipes[recipe], "hidden_size": size}
-        for role in ("plain", "distilled"):
+        for role in roles:
             res = [read_json(Path(runs[recipe, size, role, s]) / "results.json") for s in args.seeds]
             row[role] = {split: mean_std([r["metrics"][split]["ndcg@10"] for r in res]) for split in ("valid", "test")}
             row[role]["parameters"] = res[0].get("parameters")
             row[role]["best_epochs"] = [r["timing"].get("best_epoch") for r in res]
             row[role]["epochs"] = [r["timing"].get("epochs") for r in res]
             row[role]["run_dirs"] = [str(runs[recipe, size, role, s]) for s in args.seeds]
-        row["distilled_vs_plain"] = compare(row["distilled"]["run_dirs"], row["plain"]["run_dirs"])
+        if not args.plain_only:
+            row["distilled_vs_plain"] = compare(row["distilled"]["run_dirs"], row["plain"]["run_dirs"])
         return row
 
     def compare(a: list[str], b: list[str]) -> dict:
@@ -119,9 +125,14 @@ def main() -> None:
 
     rows = [row_of(recipe, size) for recipe in recipes for size in sizes_of(recipe)]
     for row in rows:
-        said(f"{row['recipe']}, d={row['hidden_size']}", row, row["distilled_vs_plain"])
+        if args.plain_only:
+            pipe.log(f"{row['recipe']}, d={row['hidden_size']}: plain valid {row['plain']['valid']['mean']:.4f}, "
+                     f"test {row['plain']['test']['mean']:.4f}, best epochs {row['plain']['best_epochs']} of "
+                     f"{row['plain']['epochs']}")
+        else:
+            said(f"{row['recipe']}, d={row['hidden_size']}", row, row["distilled_vs_plain"])
     fair = []
-    for size in args.sizes:
+    for size in [] if args.plain_only else args.sizes:
         mine = [r for r in rows if r["hidden_size"] == size]
         best = {role: max(mine, key=lambda r: r[role]["valid"]["mean"]) for role in ("plain", "distilled")}
         f = {"hidden_size": size, "plain_recipe": best["plain"]["recipe"],
@@ -136,8 +147,9 @@ def main() -> None:
     write_json(Path(args.out) if args.out else RESULTS / f"student_size_{cfg.name}.json", {
         **hdr, "pipeline_config": args.config, "overrides": args.overrides, "student": student,
         "seeds": args.seeds, "method": __doc__.strip().splitlines()[0],
-        "distill": {k: getattr(kd, k) for k in ("kd_weight", "temperature", "epsilon", "normalization", "kl",
-                                                 "student_temperature", "candidates", "max_instances")},
+        "plain_only": args.plain_only,
+        "distill": kd and {k: getattr(kd, k) for k in ("kd_weight", "temperature", "epsilon", "normalization", "kl",
+                                                        "student_temperature", "candidates", "max_instances")},
         "recipes": recipes, "train": to_dict(cfg.train), "teachers_ndcg@10": teacher, "rows": rows,
         "fair": fair, "fair_rule": "each of plain and PRM-KD at the recipe of its own best mean validation NDCG@10",
         "script_seconds": round(time.time() - t0, 1)})
