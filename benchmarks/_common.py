@@ -64,14 +64,16 @@ def log(msg: str) -> None:
     print(msg, flush=True)
 
 
-def pipeline_with_teachers(config: str, overrides: list[str]):
-    """The pipeline of `config` with its dataset prepared and its (already built) teachers found."""
+def pipeline_with_teachers(config: str, overrides: list[str], teachers: bool = True):
+    """The pipeline of `config` with its dataset prepared and its teachers found (built when missing); with
+    `teachers=False`, the dataset only (for runs that need no teacher)."""
     from prmkd.data.dataset import prepare
     from prmkd.experiment.pipeline import Pipeline, load_pipeline
 
     pipe = Pipeline(load_pipeline(config, overrides))
     pipe.ds = prepare(pipe.cfg.data, log=pipe.log)
-    pipe.stage_teachers()
+    if teachers:
+        pipe.stage_teachers()
     return pipe
 
 

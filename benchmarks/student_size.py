@@ -26,7 +26,7 @@ from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, ROOT, header, mean_std, write_json  # noqa: E402
+from _common import RESULTS, ROOT, header, mean_std, pipeline_with_teachers, write_json  # noqa: E402
 
 
 def main() -> None:
@@ -48,8 +48,7 @@ def main() -> None:
     args = ap.parse_args()
     os.chdir(ROOT)
     from prmkd.config import to_dict
-    from prmkd.data.dataset import prepare
-    from prmkd.experiment.pipeline import Pipeline, load_pipeline, train_planned
+    from prmkd.experiment.pipeline import train_planned
     from prmkd.experiment.stats import paired_test
     from prmkd.io import read_json
     from prmkd.log import setup_logging
@@ -57,11 +56,8 @@ def main() -> None:
     setup_logging()
     t0 = time.time()
     hdr = header()
-    cfg = load_pipeline(args.config, args.overrides)
-    pipe = Pipeline(cfg, command="")
-    pipe.ds = prepare(cfg.data, log=pipe.log)
-    if not args.plain_only:
-        pipe.stage_teachers()
+    pipe = pipeline_with_teachers(args.config, args.overrides, teachers=not args.plain_only)
+    cfg = pipe.cfg
     for other in args.reuse:  # finished runs elsewhere, as twins of the runs below
         for res in sorted(Path(other).glob("**/results.json")):
             fp = read_json(res).get("fingerprint")
@@ -102,21 +98,32 @@ def main() -> None:
         res = read_json(pipe.layout.teacher(name).finetune.results)
         teacher[name] = {split: res["metrics"][split]["ndcg@10"] for split in ("valid", "test")}
 
+    entries, comparisons = [], []  # DESIGN section 8: every run, and every paired test
+
     def row_of(recipe: str, size: int) -> dict:
         row = {"recipe": recipe, "train_changes": recipes[recipe], "hidden_size": size}
         for role in roles:
             res = [read_json(Path(runs[recipe, size, role, s]) / "results.json") for s in args.seeds]
+            entries.extend({"name": r["name"], "role": "baseline" if role == "plain" else "distilled",
+                            "dataset": pipe.ds.name, "seed": s, "recipe": recipe, "hidden_size": size,
+                            "run_dir": str(runs[recipe, size, role, s]),
+                            **{k: r[k] for k in ("config", "metrics", "timing")}}
+                           for r, s in zip(res, args.seeds))
             row[role] = {split: mean_std([r["metrics"][split]["ndcg@10"] for r in res]) for split in ("valid", "test")}
             row[role]["parameters"] = res[0].get("parameters")
             row[role]["best_epochs"] = [r["timing"].get("best_epoch") for r in res]
             row[role]["epochs"] = [r["timing"].get("epochs") for r in res]
             row[role]["run_dirs"] = [str(runs[recipe, size, role, s]) for s in args.seeds]
         if not args.plain_only:
-            row["distilled_vs_plain"] = compare(row["distilled"]["run_dirs"], row["plain"]["run_dirs"])
+            row["distilled_vs_plain"] = compare(row["distilled"]["run_dirs"], row["plain"]["run_dirs"],
+                                                f"{recipe}, d={size}")
         return row
 
-    def compare(a: list[str], b: list[str]) -> dict:
-        return {split: paired_test(a, b, "ndcg@10", split) for split in ("valid", "test")}
+    def compare(a: list[str], b: list[str], label: str) -> dict:
+        tests = {split: paired_test(a, b, "ndcg@10", split) for split in ("valid", "test")}
+        comparisons.extend({"name": f"prmkd-{student} vs {student} ({label}, {split})", "a": f"prmkd-{student}",
+                            "b": student, "metric": "ndcg@10", "split": split, **t} for split, t in tests.items())
+        return tests
 
     def said(label: str, row: dict, c: dict) -> None:
         v, t = c["valid"], c["test"]
@@ -140,7 +147,7 @@ def main() -> None:
              "plain": {k: best["plain"]["plain"][k] for k in ("valid", "test")},
              "distilled": {k: best["distilled"]["distilled"][k] for k in ("valid", "test")},
              "distilled_vs_plain": compare(best["distilled"]["distilled"]["run_dirs"],
-                                           best["plain"]["plain"]["run_dirs"])}
+                                           best["plain"]["plain"]["run_dirs"], f"fair, d={size}")}
         fair.append(f)
         said(f"fair, d={size} (plain: {f['plain_recipe']}, PRM-KD: {f['distilled_recipe']})", f,
              f["distilled_vs_plain"])
@@ -152,7 +159,7 @@ def main() -> None:
                                                         "student_temperature", "candidates", "max_instances")},
         "recipes": recipes, "train": to_dict(cfg.train), "teachers_ndcg@10": teacher, "rows": rows,
         "fair": fair, "fair_rule": "each of plain and PRM-KD at the recipe of its own best mean validation NDCG@10",
-        "script_seconds": round(time.time() - t0, 1)})
+        "runs": entries, "comparisons": comparisons, "script_seconds": round(time.time() - t0, 1)})
 
 
 if __name__ == "__main__":
