@@ -58,11 +58,7 @@ def main() -> None:
     hdr = header()
     pipe = pipeline_with_teachers(args.config, args.overrides, teachers=not args.plain_only)
     cfg = pipe.cfg
-    for other in args.reuse:  # finished runs elsewhere, as twins of the runs below
-        for res in sorted(Path(other).glob("**/results.json")):
-            fp = read_json(res).get("fingerprint")
-            if fp and (res.parent / "best.pt").exists():
-                pipe.finished_runs().setdefault(fp, res.parent)
+    pipe.finished_runs(also=[Path(o) for o in args.reuse])  # finished runs elsewhere, as twins of the runs below
     student = cfg.student
     kd = None if args.plain_only else pipe.kd()
     roles = ("plain",) if args.plain_only else ("plain", "distilled")
@@ -125,7 +121,7 @@ def main() -> None:
                             "b": student, "metric": "ndcg@10", "split": split, **t} for split, t in tests.items())
         return tests
 
-    def said(label: str, row: dict, c: dict) -> None:
+    def said(label: str, c: dict) -> None:
         v, t = c["valid"], c["test"]
         pipe.log(f"{label}: valid {v['mean_b']:.4f} -> {v['mean_a']:.4f} ({v['value']:+.1%}, p {v['p_value']:.3f}); "
                  f"test {t['mean_b']:.4f} -> {t['mean_a']:.4f} ({t['value']:+.1%}, p {t['p_value']:.3f})")
@@ -137,7 +133,7 @@ def main() -> None:
                      f"test {row['plain']['test']['mean']:.4f}, best epochs {row['plain']['best_epochs']} of "
                      f"{row['plain']['epochs']}")
         else:
-            said(f"{row['recipe']}, d={row['hidden_size']}", row, row["distilled_vs_plain"])
+            said(f"{row['recipe']}, d={row['hidden_size']}", row["distilled_vs_plain"])
     fair = []
     for size in [] if args.plain_only else args.sizes:
         mine = [r for r in rows if r["hidden_size"] == size]
@@ -149,8 +145,7 @@ def main() -> None:
              "distilled_vs_plain": compare(best["distilled"]["distilled"]["run_dirs"],
                                            best["plain"]["plain"]["run_dirs"], f"fair, d={size}")}
         fair.append(f)
-        said(f"fair, d={size} (plain: {f['plain_recipe']}, PRM-KD: {f['distilled_recipe']})", f,
-             f["distilled_vs_plain"])
+        said(f"fair, d={size} (plain: {f['plain_recipe']}, PRM-KD: {f['distilled_recipe']})", f["distilled_vs_plain"])
     write_json(Path(args.out) if args.out else RESULTS / f"student_size_{cfg.name}.json", {
         **hdr, "pipeline_config": args.config, "overrides": args.overrides, "student": student,
         "seeds": args.seeds, "method": __doc__.strip().splitlines()[0],

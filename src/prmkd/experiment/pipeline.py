@@ -175,11 +175,14 @@ class Pipeline:
         self.finished_runs()[fp] = Path(rc.out)
         return res
 
-    def finished_runs(self) -> dict[str, Path]:
-        """fingerprint -> folder of every finished run under the pipeline's folder (read once)."""
+    def finished_runs(self, also: list[Path] | tuple = ()) -> dict[str, Path]:
+        """fingerprint -> folder of every finished run under the pipeline's folder (read once), and under the
+        folders in `also` (added to it; the pipeline's own run comes first for a fingerprint found in both)."""
         if self._finished is None:
             self._finished = {}
-            for res in sorted(self.out.glob("**/results.json")):
+            also = [self.out, *also]
+        for folder in also:
+            for res in sorted(Path(folder).glob("**/results.json")):
                 try:
                     fp = read_json(res).get("fingerprint")
                 except PrmkdError:
