@@ -310,15 +310,16 @@ def test_a_killed_or_interrupted_pipeline_stops_its_teacher_builds(tmp_path):
         assert (tmp_path / "tkill" / "teachers" / name / "cache" / "manifest.json").exists()
 
 
-def test_teachers_sharing_a_pretraining_run_are_built_in_one_process():
+def test_teachers_sharing_a_pretraining_run_are_built_in_one_process(tmp_path):
     """configs/scientific.toml: the UniSRec-style teacher (d=256) and the UniM2Rec-style one (d=128) pre-train
     different text-side computations on Games, so each is its own group, as is the Recformer-style teacher. With
     the same text-side options (the ID embedding and its dropout are fine-tuning options) they pre-train one
-    computation and form one group."""
+    computation and form one group. (Its own out folder: a finished pre-training in the checkout's runs/ would
+    split the group, the test below.)"""
     require_dataset("Games_LLMRank")
     from prmkd.experiment.pipeline import Pipeline, load_pipeline, teacher_groups
 
-    cfg = load_pipeline(REPO / "configs" / "scientific.toml")
+    cfg = load_pipeline(REPO / "configs" / "scientific.toml", [f"out={tmp_path / 'scientific'}"])
     groups = [[s.name or s.family for s in g] for g in teacher_groups(Pipeline(cfg, log=lambda m: None))]
     assert sorted(groups) == [["recformer"], ["unim2rec"], ["unisrec"]]
     unisrec = next(s for s in cfg.teachers if s.family == "unisrec")
@@ -353,7 +354,7 @@ def test_teachers_whose_shared_pretraining_has_finished_are_built_apart(tmp_path
     assert groups() == [["recformer"], ["unim2rec"], ["unisrec"]]
 
 
-def test_set_reaches_one_teacher_of_the_list_by_name_or_index():
+def test_set_reaches_one_teacher_of_the_list_by_name_or_index(tmp_path):
     """`--set teachers.<name or index>.<section>.<key>=v` changes that teacher only; a UniM2Rec-style teacher set to
     the UniSRec-style one's text-side options joins its pre-training group. Bad names and indexes are clear errors."""
     require_dataset("Games_LLMRank")
@@ -362,7 +363,8 @@ def test_set_reaches_one_teacher_of_the_list_by_name_or_index():
 
     path = REPO / "configs" / "scientific.toml"
     cfg = load_pipeline(path, ["teachers.unim2rec.teacher.hidden_size=256", "teachers.2.teacher.id_dropout=0.8",
-                               "teachers.unim2rec.teacher.id_embedding=true"])
+                               "teachers.unim2rec.teacher.id_embedding=true",
+                               f"out={tmp_path / 'scientific'}"])  # not the checkout's runs/ (its pre-training)
     m2 = next(s for s in cfg.teachers if s.family == "unim2rec")
     assert m2.teacher["hidden_size"] == 256 and m2.teacher["id_dropout"] == 0.8 and m2.teacher["id_embedding"]
     assert next(s for s in cfg.teachers if s.family == "recformer").teacher == \
