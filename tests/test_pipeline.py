@@ -465,13 +465,13 @@ def test_a_run_finished_elsewhere_in_the_pipeline_is_copied_not_trained(tmp_path
     assert (again.layout.baseline("sasrec", 0).best).exists()
 
 
-def test_copying_a_finished_run_leaves_out_a_killed_writers_temporary_files(tmp_path):
+def test_copying_a_finished_run_leaves_out_a_killed_writers_temporary_files_and_the_lock(tmp_path):
     from prmkd.experiment.pipeline import copy_run
 
     src = tmp_path / "src"
     src.mkdir()
     for name in ("best.pt", "results.json", "per_user_test.npz", "checkpoint.pt", "best.4242.tmp.pt",
-                 "per_user_test.17.tmp.npz"):
+                 "per_user_test.17.tmp.npz", ".training.lock"):
         (src / name).write_text(name)
     copy_run(src, tmp_path / "dest")
     assert sorted(p.name for p in (tmp_path / "dest").iterdir()) == ["best.pt", "per_user_test.npz", "results.json"]

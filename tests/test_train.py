@@ -276,6 +276,44 @@ def test_run_folder(tmp_path):
     assert any("already finished" in m for m in logs2)
 
 
+def test_a_run_being_trained_elsewhere_is_waited_for_not_trained_twice(tmp_path):
+    """Two processes that come to train the same run folder (a tuning beside a pipeline): the second waits on the
+    folder's lock, saying who holds it, then takes the first one's results instead of training into its files."""
+    import fcntl
+    import threading
+
+    inter, items = write_tiny_table(tmp_path)
+    cfg = RunConfig(data=DataConfig(path=str(inter), items=str(items), max_len=8, cache_dir=str(tmp_path / "cache")),
+                    model=dict(SASREC), train=train_cfg(epochs=2), out=str(tmp_path / "run"))
+    results = train_run(cfg, log=lambda m: None)
+    run = tmp_path / "run"
+    assert (run / ".training.lock").read_text().startswith(f"pid {os.getpid()} on ")  # who trained it
+    written = (run / "results.json").read_bytes()
+    (run / "results.json").rename(tmp_path / "held.json")  # as if the other process were still training
+
+    other = open(run / ".training.lock", "a+")
+    fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # raises if the finished run had kept it
+    other.seek(0)
+    other.truncate()
+    other.write("pid 4242 on elsewhere\n")
+    other.flush()
+    logs: list[str] = []
+    out: dict = {}
+    t = threading.Thread(target=lambda: out.setdefault("res", train_run(cfg, log=logs.append)))
+    t.start()
+    deadline = time.time() + 60
+    while not any("being trained by pid 4242 on elsewhere; waiting" in m for m in logs):
+        assert t.is_alive() and time.time() < deadline, logs
+        time.sleep(0.02)
+    (tmp_path / "held.json").rename(run / "results.json")  # the other process finishes...
+    other.close()  # ...and lets go
+    t.join(60)
+    assert out["res"] == results
+    assert any("finished by the other process" in m for m in logs)
+    assert not any("parameters ->" in m for m in logs)  # nothing trained here
+    assert (run / "results.json").read_bytes() == written
+
+
 def test_config_roundtrip_keeps_types():
     cfg = RunConfig(train=train_cfg())
     assert from_dict(RunConfig, json.loads(json.dumps(to_dict(cfg)))) == cfg

@@ -1,6 +1,7 @@
 """The folder layouts, each in one place: a training run, a teacher build, a pipeline output (docs/CONTRACTS.md).
 
     run folder (RunDir)         config.json  checkpoint.pt  best.pt  results.json  per_user_{valid,test}.npz
+                                .training.lock (held by the process that trains the run)
     teacher build (TeacherDir)  pretrain/  finetune/ (a run folder)  cache/ (manifest.json last)
     pipeline (PipelineLayout)   config.json  data.json  summary.json  efficiency.json  report/  pretrain/
                                 teachers/<name>/  baselines/<model>-seed<s>/  distill/prmkd-<student>-seed<s>/
@@ -10,8 +11,16 @@
 
 from __future__ import annotations
 
+import os
+import socket
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # not POSIX (Windows): runs go unlocked
+    fcntl = None
 
 
 @dataclass(frozen=True)
@@ -41,6 +50,35 @@ class RunDir:
 
     def per_user(self, split: str, masked: bool = False) -> Path:
         return self.path / f"per_user_{split}{'_masked' if masked else ''}.npz"
+
+    @property
+    def lock(self) -> Path:
+        return self.path / ".training.lock"
+
+    @contextmanager
+    def training(self, log):
+        """Hold the folder's lock while this process trains the run in it; yields whether it had to wait.
+
+        A second process that comes to train the same run (two pipelines over one out folder, a tuning beside a
+        pipeline) waits for the first, with one line saying who holds it, instead of writing into the same
+        files. The lock is the operating system's (`flock`): a killed holder releases it."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        with open(self.lock, "a+") as f:
+            waited = False
+            if fcntl is not None:
+                try:
+                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    f.seek(0)
+                    holder = f.read().strip() or "another process"
+                    log(f"{self.path}: being trained by {holder}; waiting for it to finish")
+                    fcntl.flock(f, fcntl.LOCK_EX)
+                    waited = True
+                f.seek(0)
+                f.truncate()
+                f.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+                f.flush()
+            yield waited
 
     def evaluation(self, split: str, masked: bool = False) -> Path:
         return self.path / f"eval_{split}{'_masked' if masked else ''}.json"

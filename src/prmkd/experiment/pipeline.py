@@ -825,13 +825,13 @@ def train_planned(pipe: Pipeline, plan: list[RunConfig], jobs: int) -> None:
 def copy_run(src: Path, dest: Path) -> None:
     """A finished run folder's files into `dest` (hard links where the file system allows); results.json last, so
     an interrupted copy is an unfinished run. A killed writer's leftover temporary files (io.write_atomic's
-    `NAME.PID.tmp.SUFFIX`) are not copied."""
+    `NAME.PID.tmp.SUFFIX`) and the training lock are not copied."""
     import os
     import re
     import shutil
 
     dest.mkdir(parents=True, exist_ok=True)
-    files = sorted((f for f in src.iterdir() if f.is_file() and f.name != "checkpoint.pt"
+    files = sorted((f for f in src.iterdir() if f.is_file() and f.name not in ("checkpoint.pt", ".training.lock")
                     and not re.search(r"\.\d+\.tmp(\.|$)", f.name)), key=lambda f: f.name == "results.json")
     for f in files:
         target = dest / f.name

@@ -123,6 +123,18 @@ def train_and_test(model, ds: SeqDataset, *, train_cfg, eval_cfg, out: Path, nam
             parallel.gather(loss_fn.state())
         parallel.barrier()
         return {"name": name, "rank": d.rank}
+    with run.training(log) as waited:
+        if waited and not restart and (done := finished(run.path, fp)):
+            log(f"{run.path}: finished by the other process (fingerprint {fp})")
+            return done
+        return _train_and_test(model, ds, run, d, train_cfg=train_cfg, eval_cfg=eval_cfg, name=name, role=role,
+                               config=config, fp=fp, loss_fn=loss_fn, extra=extra, log=log, restart=restart,
+                               replace=replace)
+
+
+def _train_and_test(model, ds: SeqDataset, run: RunDir, d, *, train_cfg, eval_cfg, name: str, role: str,
+                    config: dict, fp: str, loss_fn, extra: dict | None, log, restart: bool, replace: bool) -> dict:
+    """`train_and_test` on rank 0, with the run's folder locked."""
     if run.results.exists():
         old = read_json(run.results, "results file")
         if not (restart or replace):
