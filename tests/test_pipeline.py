@@ -265,6 +265,15 @@ def test_parallel_teacher_build_equals_a_serial_one(tmp_path):
     assert "building teachers in up to 2 processes" in outs[2] and "[unisrec-text] " in outs[2]
     a, b = (teacher_metrics(tmp_path / f"jobs{j}" / "summary.json") for j in (1, 2))
     assert a and a == b
+    # resumed, only the teachers not yet built take processes: none here, one once its fine-tuning changes
+    from prmkd.experiment.pipeline import Pipeline, load_pipeline, teacher_groups
+
+    def groups(*sets):
+        cfg = load_pipeline(tmp_path / "jobs2.toml", list(sets))
+        return [[s.label for s in g] for g in teacher_groups(Pipeline(cfg, log=lambda m: None))]
+
+    assert groups() == []
+    assert groups("teachers.unisrec-text.train.epochs=3") == [["unisrec-text"]]
 
 
 def test_parallel_teacher_build_reports_a_failing_teacher_by_name(tmp_path):

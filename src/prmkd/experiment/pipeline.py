@@ -22,7 +22,8 @@ from ..env import environment, git_commit, machine, now
 from ..errors import ConfigError, PrmkdError
 from ..io import read_json, write_json
 from ..log import info, setup_logging
-from ..teachers.build import TeacherRunConfig, build_teacher, pretrain_done, pretrain_key, teacher_config
+from ..teachers.build import (TeacherRunConfig, build_teacher, pretrain_done, pretrain_key, teacher_built,
+                              teacher_config)
 from .layout import PipelineLayout, RunDir
 from .runner import train_run
 
@@ -483,10 +484,13 @@ def teacher_groups(pipe: Pipeline) -> list[list[TeacherSpec]]:
     """The teachers to build, grouped by pre-training run: teachers whose pre-training is one computation (the
     same `pretrain_key`, e.g. the UniSRec- and UniM2Rec-style ones) are built one after the other in one
     process, until that pre-training has finished (a resumed pipeline): then each is a group of its own.
+    Teachers already built (`teacher_built`) are left out, so that a resumed build gives its cores to those left.
     Prepares the source datasets, so that no two processes write one dataset's cache."""
     groups: dict[tuple, list[TeacherSpec]] = {}
     for spec in pipe.selected_teachers():
         name = spec.label
+        if teacher_built(pipe.teacher_run_config(spec)):
+            continue
         if spec.sources:
             sources = [prepare(s, log=pipe.log) for s in spec.sources]
             tcfg = pipe.teacher_run_config(spec)

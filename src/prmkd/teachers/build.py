@@ -160,8 +160,7 @@ def run_finetune(cfg: TeacherRunConfig, pretrained: Path | None, pre_rec: dict, 
     inputs_seconds = time.time() - t0
     if pretrained is not None:
         fam.load_pretrained(model, pretrained)
-    fp = content_hash({"family": cfg.family, "teacher": teacher_key(fam, tcfg), "data": ds.fingerprint,
-                       "pretrain": pre_rec.get("key"), "train": train_key(cfg.train), "eval": to_dict(cfg.eval)})
+    fp = finetune_fingerprint(cfg, ds, pre_rec.get("key"))
     record = {"family": cfg.family, "teacher": to_dict(tcfg), "data": to_dict(cfg.data),
               "sources": [to_dict(s) for s in cfg.sources], "pretrain": to_dict(cfg.pretrain),
               "train": to_dict(cfg.train), "eval": to_dict(cfg.eval)}
@@ -175,15 +174,46 @@ def run_finetune(cfg: TeacherRunConfig, pretrained: Path | None, pre_rec: dict, 
     return model, ds, res
 
 
+def finetune_fingerprint(cfg: TeacherRunConfig, ds: SeqDataset, pretrain: str | None) -> str:
+    """The fine-tuning run's fingerprint: the teacher options, the target data, the pre-training's key (None
+    without one) and the training and evaluation settings."""
+    fam, tcfg = teacher_config(cfg)
+    return content_hash({"family": cfg.family, "teacher": teacher_key(fam, tcfg), "data": ds.fingerprint,
+                         "pretrain": pretrain, "train": train_key(cfg.train), "eval": to_dict(cfg.eval)})
+
+
+def _exported(man: dict, fingerprint: str, cfg: TeacherRunConfig) -> bool:
+    requested = man.get("requested_dtype", man.get("dtype"))  # float16 asked, float32 stored on overflow
+    return man.get("teacher_fingerprint") == fingerprint and requested == cfg.cache_dtype
+
+
+def teacher_built(cfg: TeacherRunConfig) -> bool:
+    """Whether `build_teacher(cfg)` would only find its work done: the pre-training (if any) finished, and a cache
+    exported from the fine-tuning run of this very configuration. Reads records only; trains nothing."""
+    ds = prepare(cfg.data, log=None)
+    tdir = teacher_dir(cfg, ds)
+    if not tdir.manifest.exists():
+        return False
+    pre = None
+    if cfg.sources:
+        family, key = pretrain_key(cfg, [prepare(s, log=None) for s in cfg.sources])
+        folder = Path(cfg.pretrain_dir) / f"{family}-{key}" if cfg.pretrain_dir else tdir.pretrain
+        if finished_pretrain(folder, key) is None:
+            return False
+        pre = key
+    try:
+        return _exported(read_json(tdir.manifest, "teacher cache manifest"), finetune_fingerprint(cfg, ds, pre), cfg)
+    except PrmkdError:
+        return False
+
+
 def run_export(cfg: TeacherRunConfig, model, ds: SeqDataset, results: dict, log=logger.info) -> Path:
     """Write the teacher cache and check that it reproduces the teacher's own metrics."""
     fam, tcfg = teacher_config(cfg)
     tdir = teacher_dir(cfg, ds)
     folder = tdir.cache
     if tdir.manifest.exists():
-        man = read_json(tdir.manifest, "teacher cache manifest")
-        requested = man.get("requested_dtype", man.get("dtype"))  # float16 asked, float32 stored on overflow
-        if man.get("teacher_fingerprint") == results["fingerprint"] and requested == cfg.cache_dtype:
+        if _exported(read_json(tdir.manifest, "teacher cache manifest"), results["fingerprint"], cfg):
             log(f"teacher cache already exported: {folder}")
             return folder
     t0 = time.time()
