@@ -101,7 +101,7 @@ def fabricate_run(tmp: Path, name: str = "demo", seeds=(0,), effect: str = "stro
                                 f"sweeps/plain-hidden_size={v}-seed{s}", "sweep",
                                 sweep={"param": param, "value": v, "plain": True})
     summary = {"command": "prmkd run configs/scientific.toml", "commit": "0123abc", "date": "2025-01-01T00:00:00+00:00",
-               "machine": {"cpu": "Test CPU", "cores": 2, "gpu": None},
+               "machine": {"cpu": "Test CPU", "cores": 2, "gpu": None, "cpu_bf16": False},
                "dataset": {"name": "Scientific_UniSRec", "users": n_users, "items": N_ITEMS,
                            "interactions": 9 * n_users, "avg_len": 9.0, "fingerprint": "fp1234"},
                "eval": {"ks": [5, 10, 20], "mask_history": False}, "seeds": list(seeds), "runs": fab.runs,
@@ -158,7 +158,8 @@ def test_report_files_exist(full):
     for p in paths["figures"]:
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     md = paths["markdown"].read_text()
-    for word in ("prmkd run configs/scientific.toml", "0123abc", "fp1234", "Test CPU", "history items masked: no"):
+    for word in ("prmkd run configs/scientific.toml", "0123abc", "fp1234", "Test CPU", "history items masked: no",
+                 "CPU bfloat16: none (bf16 = true teachers ran in float32 on the CPU)"):
         assert word in md
     assert "Omitted" not in md
 

@@ -255,6 +255,9 @@ def test_run_folder(tmp_path):
     assert results["timing"]["epochs"] == 2 and results["timing"]["epoch_seconds"] > 0
     env = results["environment"]
     assert env["torch"] == torch.__version__ and env["python"] and env["machine"]["cores"] and env["date"]
+    from prmkd.env import bf16_native
+
+    assert env["machine"]["cpu_bf16"] is bf16_native("cpu")  # whether a bf16 = true teacher really ran in bfloat16
     assert results["eval"]["mask_history"] is False and results["eval"]["ties"] == "pessimistic"
     assert results["dataset_summary"]["users"] == 60
 

@@ -37,7 +37,9 @@ def machine() -> dict:
     import torch
 
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return {"cpu": cpu_model(), "cores": os.cpu_count(), "gpu": gpu, "torch_threads": torch.get_num_threads()}
+    # cpu_bf16: whether this CPU computes bfloat16 natively (where not, a `bf16 = true` teacher ran in float32)
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "gpu": gpu, "torch_threads": torch.get_num_threads(),
+            "cpu_bf16": bf16_native("cpu")}
 
 
 def environment() -> dict:
