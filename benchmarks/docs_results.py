@@ -432,6 +432,34 @@ def simple_comparisons(name: str) -> str:
                      for c in d["comparisons"]) + "\n\n" + source(name, d)
 
 
+def rebuilt(name: str = "rebuilt_scientific.json") -> str:
+    d = load(name)
+    if not d:
+        return missing(name)
+    made = d["committed_made_by"]
+    old_m = made.get("machine") or {}
+    new_m = d["rows"][0]["rebuilt"]["machine"]
+    lines = [f"The same configuration and seeds built on two machines: committed ({old_m.get('cpu', '?')}, "
+             f"`{made.get('pipeline_command', '?')}` at {str(made.get('pipeline_commit'))[:7]}, "
+             f"{str(made.get('pipeline_date', '?'))[:10]}) and rebuilt ({new_m.get('cpu', '?')}"
+             + ("" if "cpu_bf16" not in d["machine"] else
+                f", CPU bfloat16 {'native' if d['machine']['cpu_bf16'] else 'none: bf16 = true ran in float32'}")
+             + "). Test NDCG@10 and epochs trained (best epoch):", "",
+             "| run | seed | rebuilt | committed | difference | epochs rebuilt | epochs committed | s/epoch rebuilt | "
+             "s/epoch committed |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in d["rows"]:
+        a, b = r["rebuilt"], r["committed"]
+        lines.append(f"| {LABEL.get(r['name'], r['name'])} | {r['seed']} | {a['metrics']['test']['ndcg@10']:.4f} | "
+                     f"{b['metrics']['test']['ndcg@10']:.4f} | {r['test_ndcg@10_difference']:+.6f} | "
+                     f"{a['timing']['epochs']} ({a['timing']['best_epoch']}) | "
+                     f"{b['timing']['epochs']} ({b['timing']['best_epoch']}) | {a['timing']['epoch_seconds']:.0f} | "
+                     f"{b['timing']['epoch_seconds']:.0f} |")
+    same = all(r["same_config"] for r in d["rows"])
+    return "\n".join(lines) + ("\n\nEvery pair ran the same resolved configuration." if same else
+                               "\n\n**Some pairs ran different configurations** (same_config in the file).") \
+        + "\n\n" + source(name, d)
+
+
 def student_size(name: str = "student_size_ml100k.json") -> str:
     d = load(name)
     if not d:
@@ -466,7 +494,7 @@ BLOCKS = {"headline": headline, "main-scientific": main_table, "efficiency": eff
           "teacher-build": teacher_build, "recbole": recbole, "eval-speed": eval_speed, "main-job": main_job,
           "variants": variants, "universality": universality, "ceiling": ceiling, "tuning": tuning,
           "serving": serving, "scaling": scaling, "comparisons": simple_comparisons, "variant": variant_vs_main,
-          "student-size": student_size}
+          "student-size": student_size, "rebuilt": rebuilt}
 
 
 def render(text: str) -> str:
