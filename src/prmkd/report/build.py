@@ -24,8 +24,8 @@ def header(rf: RunFolder) -> list:
         f"**Command**: `{s.get('command', '?')}`",
         f"**Code**: commit `{s.get('commit', '?')}`, run date {s.get('date', '?')}",
         f"**Machine**: {mach.get('cpu', '?')}, {mach.get('cores', '?')} cores, GPU: {mach.get('gpu') or 'none'}"
-        + ("" if "cpu_bf16" not in mach else
-           f"; CPU bfloat16: {'native' if mach['cpu_bf16'] else 'none (bf16 = true teachers ran in float32 on the CPU)'}"),
+        + ("" if "cpu_bf16" not in mach else "; CPU bfloat16: " + (
+            "native" if mach["cpu_bf16"] else "none (bf16 = true teachers ran in float32 on the CPU)")),
         f"**Dataset**: {ds.get('name', '?')}: {_n(ds.get('users'))} users, {_n(ds.get('items'))} items, "
         f"{_n(ds.get('interactions'))} interactions" + (f" (avg. length {ds['avg_len']})" if "avg_len" in ds else "")
         + f"; fingerprint `{ds.get('fingerprint', '?')}`",
