@@ -398,6 +398,45 @@ def test_embedding_shows_progress_for_any_count_of_texts(caplog):
         "embedded 12/12 texts")
 
 
+def test_texts_another_process_is_embedding_are_waited_for_not_embedded_twice(tiny_ds, tmp_path, caplog,
+                                                                               monkeypatch):
+    """Two teacher builds in parallel that need the same item texts: the second waits on the embedding's lock,
+    then reads what the first wrote."""
+    import fcntl
+    import logging
+    import threading
+    import time
+
+    from prmkd.teachers import plm
+
+    calls = []
+    monkeypatch.setattr(plm, "embed_texts", lambda texts, **kw: calls.append(len(texts)) or
+                        np.ones((len(texts), 384), np.float32))
+    first = plm.item_text_embeddings(tiny_ds, tmp_path)  # finds no file: embeds
+    assert calls == [tiny_ds.n_items] and first.shape == (tiny_ds.n_items + 1, 384) and not first[0].any()
+    (path,) = (tmp_path / "plm").glob("*.npy")
+    path.rename(tmp_path / "aside.npy")  # as if the other process were still embedding
+
+    other = open(path.parent / f"{path.name}.lock", "a+")
+    fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    other.seek(0)
+    other.truncate()
+    other.write("pid 4242 on elsewhere\n")
+    other.flush()
+    out = {}
+    with caplog.at_level(logging.INFO, logger="prmkd"):
+        t = threading.Thread(target=lambda: out.setdefault("emb", plm.item_text_embeddings(tiny_ds, tmp_path)))
+        t.start()
+        deadline = time.time() + 60
+        while not any("under way in pid 4242 on elsewhere; waiting" in r.getMessage() for r in caplog.records):
+            assert t.is_alive() and time.time() < deadline
+            time.sleep(0.02)
+        (tmp_path / "aside.npy").rename(path)  # the other process finishes...
+        other.close()  # ...and lets go
+        t.join(60)
+    assert np.array_equal(out["emb"], first) and calls == [tiny_ds.n_items]  # read, not embedded again
+
+
 def test_float16_overflow_names_the_array_and_float16_is_the_default():
     from prmkd.teachers.cache import float16_overflow
 

@@ -305,7 +305,7 @@ def test_a_run_being_trained_elsewhere_is_waited_for_not_trained_twice(tmp_path)
     t = threading.Thread(target=lambda: out.setdefault("res", train_run(cfg, log=logs.append)))
     t.start()
     deadline = time.time() + 60
-    while not any("being trained by pid 4242 on elsewhere; waiting" in m for m in logs):
+    while not any("under way in pid 4242 on elsewhere; waiting" in m for m in logs):
         assert t.is_alive() and time.time() < deadline, logs
         time.sleep(0.02)
     (tmp_path / "held.json").rename(run / "results.json")  # the other process finishes...

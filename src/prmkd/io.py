@@ -7,6 +7,8 @@
   one-line error naming it.
 - `content_hash(obj)`: the 16-hex-digit fingerprint of a JSON-able object (sorted keys), the form every run,
   teacher and pre-training fingerprint takes.
+- `held(lock, log, what)`: one process at a time does a piece of work (train one run folder, embed one dataset's
+  texts); the others wait for it, told who holds it.
 """
 
 from __future__ import annotations
@@ -14,8 +16,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable
+
+try:
+    import fcntl
+except ImportError:  # not POSIX (Windows): no locking, as before
+    fcntl = None
 
 from .errors import PrmkdError
 
@@ -99,3 +108,27 @@ def file_sha256(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+@contextmanager
+def held(lock: Path, log: Callable[[str], Any], what: str):
+    """Hold the operating system's lock (`flock`) on the file `lock` (created if needed) for the block; yields
+    whether this process had to wait for another holder first. A waiting process logs one line naming the holder
+    (`what`: the work, e.g. "training runs/x"); a holder that is killed releases the lock."""
+    lock = Path(lock)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a+") as f:
+        waited = False
+        if fcntl is not None:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                f.seek(0)
+                log(f"{what}: under way in {f.read().strip() or 'another process'}; waiting for it to finish")
+                fcntl.flock(f, fcntl.LOCK_EX)
+                waited = True
+            f.seek(0)
+            f.truncate()
+            f.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+            f.flush()
+        yield waited

@@ -11,16 +11,11 @@
 
 from __future__ import annotations
 
-import os
-import socket
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-try:
-    import fcntl
-except ImportError:  # not POSIX (Windows): runs go unlocked
-    fcntl = None
+from ..io import held
 
 
 @dataclass(frozen=True)
@@ -61,23 +56,8 @@ class RunDir:
 
         A second process that comes to train the same run (two pipelines over one out folder, a tuning beside a
         pipeline) waits for the first, with one line saying who holds it, instead of writing into the same
-        files. The lock is the operating system's (`flock`): a killed holder releases it."""
-        self.path.mkdir(parents=True, exist_ok=True)
-        with open(self.lock, "a+") as f:
-            waited = False
-            if fcntl is not None:
-                try:
-                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    f.seek(0)
-                    holder = f.read().strip() or "another process"
-                    log(f"{self.path}: being trained by {holder}; waiting for it to finish")
-                    fcntl.flock(f, fcntl.LOCK_EX)
-                    waited = True
-                f.seek(0)
-                f.truncate()
-                f.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
-                f.flush()
+        files (`io.held`)."""
+        with held(self.lock, log, f"training {self.path}") as waited:
             yield waited
 
     def evaluation(self, split: str, masked: bool = False) -> Path:

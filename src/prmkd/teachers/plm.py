@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..io import write_atomic
+from ..io import held, write_atomic
 from ..log import info
 from ..errors import PrmkdError
 
@@ -83,10 +83,13 @@ def item_text_embeddings(ds, cache_dir: str | Path, max_tokens: int = 128, devic
         return np.load(path)
     if not any(ds.item_text[1:]):
         raise PrmkdError(f"dataset {ds.name} has no item text: a text-based teacher cannot be built on it")
-    t0 = time.time()
-    emb = embed_texts(ds.item_text[1:], max_tokens=max_tokens, device=device)
-    emb = np.concatenate([np.zeros((1, emb.shape[1]), dtype=np.float32), emb])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, lambda t: np.save(t, emb))
+    # two teacher builds in parallel (--jobs) may need the same texts: one embeds them, the other waits and reads
+    with held(path.parent / f"{path.name}.lock", info, f"embedding the item texts of {ds.name}"):
+        if path.exists():
+            return np.load(path)
+        t0 = time.time()
+        emb = embed_texts(ds.item_text[1:], max_tokens=max_tokens, device=device)
+        emb = np.concatenate([np.zeros((1, emb.shape[1]), dtype=np.float32), emb])
+        write_atomic(path, lambda t: np.save(t, emb))
     info(f"embedded {ds.n_items} item texts of {ds.name} with {PLM_NAME} in {time.time() - t0:.0f}s -> {path}")
     return emb
