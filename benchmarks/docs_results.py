@@ -437,27 +437,25 @@ def rebuilt(name: str = "rebuilt_scientific.json") -> str:
     if not d:
         return missing(name)
     made = d["committed_made_by"]
-    old_m = made.get("machine") or {}
-    new_m = d["rows"][0]["rebuilt"]["machine"]
-    lines = [f"The same configuration and seeds built on two machines: committed ({old_m.get('cpu', '?')}, "
-             f"`{made.get('pipeline_command', '?')}` at {str(made.get('pipeline_commit'))[:7]}, "
-             f"{str(made.get('pipeline_date', '?'))[:10]}) and rebuilt ({new_m.get('cpu', '?')}"
-             + ("" if "cpu_bf16" not in d["machine"] else
-                f", CPU bfloat16 {'native' if d['machine']['cpu_bf16'] else 'none: bf16 = true ran in float32'}")
+    build = {(r["build"], r["name"], r["seed"]): r for r in d["runs"]}
+    new_cpu = next(r["machine"].get("cpu", "?") for r in d["runs"] if r["build"] == "rebuilt")
+    bf16 = d["machine"].get("cpu_bf16")
+    old_cpu = (made["machine"] or {}).get("cpu", "?")
+    lines = [f"The same runs (same fingerprints) built on two machines: committed ({old_cpu}, "
+             f"`{made.get('command', '?')}` at {str(made.get('commit'))[:7]}, {str(made.get('date', '?'))[:10]}) and "
+             f"rebuilt ({new_cpu}" + ("" if bf16 is None else
+                                      f", CPU bfloat16 {'native' if bf16 else 'none: bf16 = true ran in float32'}")
              + "). Test NDCG@10 and epochs trained (best epoch):", "",
              "| run | seed | rebuilt | committed | difference | epochs rebuilt | epochs committed | s/epoch rebuilt | "
              "s/epoch committed |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in d["rows"]:
-        a, b = r["rebuilt"], r["committed"]
-        lines.append(f"| {LABEL.get(r['name'], r['name'])} | {r['seed']} | {a['metrics']['test']['ndcg@10']:.4f} | "
-                     f"{b['metrics']['test']['ndcg@10']:.4f} | {r['test_ndcg@10_difference']:+.6f} | "
-                     f"{a['timing']['epochs']} ({a['timing']['best_epoch']}) | "
-                     f"{b['timing']['epochs']} ({b['timing']['best_epoch']}) | {a['timing']['epoch_seconds']:.0f} | "
-                     f"{b['timing']['epoch_seconds']:.0f} |")
-    same = all(r["same_config"] for r in d["rows"])
-    return "\n".join(lines) + ("\n\nEvery pair ran the same resolved configuration." if same else
-                               "\n\n**Some pairs ran different configurations** (same_config in the file).") \
-        + "\n\n" + source(name, d)
+    for c in d["comparisons"]:
+        a, b = build["rebuilt", c["a"], c["seed"]], build["committed", c["b"], c["seed"]]
+        ta, tb = a["timing"], b["timing"]
+        lines.append(f"| {LABEL.get(c['a'], c['a'])} | {c['seed']} | {a['metrics']['test']['ndcg@10']:.4f} | "
+                     f"{b['metrics']['test']['ndcg@10']:.4f} | {c['value']:+.6f} | "
+                     f"{ta['epochs']} ({ta['best_epoch']}) | {tb['epochs']} ({tb['best_epoch']}) | "
+                     f"{ta['epoch_seconds']:.0f} | {tb['epoch_seconds']:.0f} |")
+    return "\n".join(lines) + "\n\n" + source(name, d)
 
 
 def student_size(name: str = "student_size_ml100k.json") -> str:

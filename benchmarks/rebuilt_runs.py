@@ -5,9 +5,12 @@
 A teacher config bounded by epochs and steps (not minutes) should give the same teacher on any machine, only later
 on a slower one. This reads the teachers and plain baselines that `prmkd run configs/scientific.toml` has finished
 in the pipeline folder of this checkout and sets each beside the committed run of the same name and seed
-(`prmkd_scientific.json`, made on another machine): metrics, epochs, best epoch, seconds per epoch and, for a
-teacher, its pre-training. Nothing is trained. The rebuilt runs' own results.json say which machine and commit made
-them; the committed file's header says which made it.
+(`prmkd_scientific.json`, made on another machine). Nothing is trained. Each pair is checked to be the same run:
+the committed run's config, fingerprinted as prmkd fingerprints runs, must give the rebuilt run's fingerprint.
+
+The file follows DESIGN section 8: `runs` holds both builds of each run (`build`: rebuilt | committed; the rebuilt
+one with the machine, commit and date its results.json records, the committed one with the committed file's), and
+`comparisons` the rebuilt minus the committed test NDCG@10 of each pair.
 """
 
 from __future__ import annotations
@@ -19,7 +22,22 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, ROOT, header, write_json  # noqa: E402
 
-METRICS = ("ndcg@10", "recall@10", "ndcg@20", "recall@20")
+KEEP = ("name", "role", "dataset", "seed", "config", "metrics", "timing")
+
+
+def run_fingerprint(name: str, config: dict) -> str:
+    """The fingerprint prmkd gives the run of this resolved config (a teacher's fine-tuning or a plain run)."""
+    from prmkd.config import RunConfig, from_dict
+    from prmkd.data.dataset import prepare
+    from prmkd.experiment.runner import fingerprint
+    from prmkd.teachers.build import TeacherRunConfig, finetune_fingerprint, pretrain_key
+
+    if name.startswith("teacher-"):
+        t = from_dict(TeacherRunConfig, config)
+        key = pretrain_key(t, [prepare(s, log=None) for s in t.sources])[1] if t.sources else None
+        return finetune_fingerprint(t, prepare(t.data, log=None), key)
+    rc = from_dict(RunConfig, config)
+    return fingerprint(rc, prepare(rc.data, log=None))
 
 
 def main() -> None:
@@ -31,78 +49,43 @@ def main() -> None:
     from prmkd.io import read_json
 
     committed = read_json(Path(args.committed), "committed results")
+    made_by = {"command": committed.get("pipeline_command"), "commit": committed.get("pipeline_commit"),
+               "date": committed.get("pipeline_date"), "machine": committed.get("machine")}
     old = {(r["name"], r["seed"]): r for r in committed["runs"] if r.get("group") == "main"}
     pipe = ROOT / args.pipeline
     found = sorted(pipe.glob("teachers/*/finetune/results.json")) + sorted(pipe.glob("baselines/*/results.json"))
-    rows = []
+    runs, comparisons = [], []
     for path in found:
         new = read_json(path, "results file")
-        key = (new["name"], new["seed"])
-        if key not in old:
+        was = old.get((new["name"], new["seed"]))
+        if was is None:
             continue
-        was = old[key]
-        row = {"name": new["name"], "role": new["role"], "seed": new["seed"],
-               "run_dir": str(path.parent.relative_to(ROOT)),
-               "rebuilt": {"machine": new["environment"]["machine"], "commit": new["environment"]["commit"],
-                           "date": new["environment"]["date"], "metrics": _pick(new["metrics"]),
-                           "timing": _timing(new["timing"]), "stopped": new.get("stopped"),
-                           "budget_ended": new.get("budget_ended")},
-               "committed": {"metrics": _pick(was["metrics"]), "timing": _timing(was["timing"])},
-               "same_config": _comparable(new["config"]) == _comparable(was["config"])}
-        if new["role"] == "teacher":
-            pre = new.get("pretraining") or {}
-            row["rebuilt"]["pretraining"] = {k: pre.get(k) for k in ("steps", "epochs", "train_seconds",
-                                                                        "budget_ended") if k in pre}
-        row["test_ndcg@10_difference"] = round(row["rebuilt"]["metrics"]["test"]["ndcg@10"]
-                                               - row["committed"]["metrics"]["test"]["ndcg@10"], 6)
-        rows.append(row)
-    if not rows:
+        if run_fingerprint(was["name"], was["config"]) != new["fingerprint"]:
+            raise SystemExit(f"{path.parent}: the committed {was['name']} seed {was['seed']} is another run "
+                             f"(its config does not give fingerprint {new['fingerprint']})")
+        env = new["environment"]
+        runs.append({**{k: new[k] for k in KEEP}, "build": "rebuilt", "fingerprint": new["fingerprint"],
+                     "run_dir": str(path.parent.relative_to(ROOT)), "stopped": new.get("stopped"),
+                     "budget_ended": new.get("budget_ended"), "pretraining": new.get("pretraining"),
+                     "machine": env["machine"], "commit": env["commit"], "date": env["date"]})
+        runs.append({**{k: was[k] for k in KEEP}, "build": "committed", "fingerprint": new["fingerprint"],
+                     **{k: made_by[k] for k in ("machine", "commit", "date")}})
+        comparisons.append({"name": f"{new['name']} seed {new['seed']}: test NDCG@10, rebuilt - committed",
+                            "a": new["name"], "b": was["name"], "seed": new["seed"], "a_build": "rebuilt",
+                            "b_build": "committed", "metric": "ndcg@10",
+                            "value": round(new["metrics"]["test"]["ndcg@10"] - was["metrics"]["test"]["ndcg@10"], 6),
+                            "p_value": None})
+    if not runs:
         raise SystemExit(f"{pipe}: no finished teacher or baseline run that {args.committed} also holds")
-    worst = max(rows, key=lambda r: abs(r["test_ndcg@10_difference"]))
-    result = {**header(), "pipeline": args.pipeline, "committed_file": str(Path(args.committed).relative_to(ROOT)),
-              "committed_made_by": {k: committed.get(k) for k in ("pipeline_command", "pipeline_commit",
-                                                                  "pipeline_date", "machine")},
-              "rows": rows,
-              "comparisons": [{"name": f"{r['name']} seed {r['seed']}: test NDCG@10 rebuilt - committed",
-                               "a": "rebuilt", "b": "committed", "metric": "ndcg@10",
-                               "value": r["test_ndcg@10_difference"], "p_value": None} for r in rows],
-              "largest_test_ndcg@10_difference": {"run": f"{worst['name']} seed {worst['seed']}",
-                                                  "value": worst["test_ndcg@10_difference"]},
-              "notes": ["Seeded CPU runs repeat bit for bit on one machine; on another CPU model the last digits "
-                        "differ and grow through training, so the two builds are compared, not expected equal.",
-                        "The committed file keeps each run's metrics and timing, not its per-user values: no paired "
-                        "test between the two builds is possible."]}
-    write_json(Path(args.out), result)
-    for r in rows:
-        print(f"{r['name']:<18} seed {r['seed']}  test ndcg@10 rebuilt {r['rebuilt']['metrics']['test']['ndcg@10']:.4f}"
-              f"  committed {r['committed']['metrics']['test']['ndcg@10']:.4f}  "
-              f"epochs {r['rebuilt']['timing']['epochs']}/{r['committed']['timing']['epochs']}")
-
-
-def _pick(m: dict) -> dict:
-    return {s: {k: round(m[s][k], 6) for k in METRICS} for s in ("valid", "test")}
-
-
-def _timing(t: dict) -> dict:
-    return {k: t.get(k) for k in ("epochs", "best_epoch", "epoch_seconds", "train_seconds")}
-
-
-def _comparable(config: dict) -> dict:
-    """A run's resolved config without what does not change its result: where it runs and reports, and options
-    added later while they are off (an older file does not have them)."""
-    from prmkd.config import DATA_ADDED_LATER, DISTILL_ADDED_LATER, MODEL_ADDED_LATER, TRAIN_ADDED_LATER
-
-    off = {**DATA_ADDED_LATER, **DISTILL_ADDED_LATER, **MODEL_ADDED_LATER, **TRAIN_ADDED_LATER}
-    drop = {"out", "device", "threads", "progress", "cache_dir"}
-
-    def strip(x):
-        if isinstance(x, dict):
-            return {k: strip(v) for k, v in x.items() if k not in drop and not (k in off and v == off[k])}
-        if isinstance(x, list):
-            return [strip(v) for v in x]
-        return x
-
-    return strip(config)
+    write_json(Path(args.out), {
+        **header(), "pipeline": args.pipeline, "committed_file": str(Path(args.committed).relative_to(ROOT)),
+        "committed_made_by": made_by, "runs": runs, "comparisons": comparisons,
+        "notes": ["Each pair is one run (same fingerprint); seeded CPU runs repeat bit for bit on one machine, on "
+                  "another CPU model the last digits differ and grow through training.",
+                  "The committed file keeps each run's metrics and timing, not its per-user values: no paired test "
+                  "between the two builds is possible (p_value null)."]})
+    for c in comparisons:
+        print(f"{c['name']}: {c['value']:+.6f}")
 
 
 if __name__ == "__main__":
