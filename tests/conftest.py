@@ -154,3 +154,17 @@ def small_dataset(seed: int = 0, max_len: int = 6, images: bool = True):
 def small_ds():
     """24 users x 32 items with text fields and partial 16-d image features; histories cut to 6."""
     return small_dataset()
+
+
+def held_elsewhere(lock: Path):
+    """The open lock file `lock`, locked (flock) and naming "pid 4242 on elsewhere" as its holder, as another
+    process holding it would; closing it lets go."""
+    import fcntl
+
+    f = open(lock, "a+")
+    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)  # raises if someone holds it already
+    f.seek(0)
+    f.truncate()
+    f.write("pid 4242 on elsewhere\n")
+    f.flush()
+    return f

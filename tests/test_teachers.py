@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import synthetic_events, write_table
+from conftest import held_elsewhere, synthetic_events, write_table
 from prmkd.config import DataConfig, EvalConfig, TrainConfig
 from prmkd.data import prepare
 from prmkd.distillation.kd import fused_targets
@@ -402,7 +402,6 @@ def test_texts_another_process_is_embedding_are_waited_for_not_embedded_twice(ti
                                                                                monkeypatch):
     """Two teacher builds in parallel that need the same item texts: the second waits on the embedding's lock,
     then reads what the first wrote."""
-    import fcntl
     import logging
     import threading
     import time
@@ -417,12 +416,7 @@ def test_texts_another_process_is_embedding_are_waited_for_not_embedded_twice(ti
     (path,) = (tmp_path / "plm").glob("*.npy")
     path.rename(tmp_path / "aside.npy")  # as if the other process were still embedding
 
-    other = open(path.parent / f"{path.name}.lock", "a+")
-    fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    other.seek(0)
-    other.truncate()
-    other.write("pid 4242 on elsewhere\n")
-    other.flush()
+    other = held_elsewhere(path.parent / f"{path.name}.lock")
     out = {}
     with caplog.at_level(logging.INFO, logger="prmkd"):
         t = threading.Thread(target=lambda: out.setdefault("emb", plm.item_text_embeddings(tiny_ds, tmp_path)))

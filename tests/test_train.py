@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import write_tiny_table
+from conftest import held_elsewhere, write_tiny_table
 from prmkd.config import DataConfig, RunConfig, TrainConfig, from_dict, to_dict
 from prmkd.data import TrainBatches, prepare
 from prmkd.evaluation import evaluate
@@ -282,7 +282,6 @@ def test_run_folder(tmp_path):
 def test_a_run_being_trained_elsewhere_is_waited_for_not_trained_twice(tmp_path):
     """Two processes that come to train the same run folder (a tuning beside a pipeline): the second waits on the
     folder's lock, saying who holds it, then takes the first one's results instead of training into its files."""
-    import fcntl
     import threading
 
     inter, items = write_tiny_table(tmp_path)
@@ -294,12 +293,7 @@ def test_a_run_being_trained_elsewhere_is_waited_for_not_trained_twice(tmp_path)
     written = (run / "results.json").read_bytes()
     (run / "results.json").rename(tmp_path / "held.json")  # as if the other process were still training
 
-    other = open(run / ".training.lock", "a+")
-    fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # raises if the finished run had kept it
-    other.seek(0)
-    other.truncate()
-    other.write("pid 4242 on elsewhere\n")
-    other.flush()
+    other = held_elsewhere(run / ".training.lock")  # raises if the finished run had kept it
     logs: list[str] = []
     out: dict = {}
     t = threading.Thread(target=lambda: out.setdefault("res", train_run(cfg, log=logs.append)))

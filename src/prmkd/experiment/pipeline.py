@@ -489,11 +489,11 @@ def teacher_groups(pipe: Pipeline) -> list[list[TeacherSpec]]:
     groups: dict[tuple, list[TeacherSpec]] = {}
     for spec in pipe.selected_teachers():
         name = spec.label
-        if teacher_built(pipe.teacher_run_config(spec)):
+        tcfg = pipe.teacher_run_config(spec)
+        if teacher_built(tcfg):
             continue
         if spec.sources:
             sources = [prepare(s, log=pipe.log) for s in spec.sources]
-            tcfg = pipe.teacher_run_config(spec)
             key = pretrain_key(tcfg, sources)
             if pretrain_done(tcfg, key):
                 key = ("teacher", name)
@@ -835,7 +835,8 @@ def copy_run(src: Path, dest: Path) -> None:
     import shutil
 
     dest.mkdir(parents=True, exist_ok=True)
-    files = sorted((f for f in src.iterdir() if f.is_file() and f.name not in ("checkpoint.pt", ".training.lock")
+    run = RunDir(src)
+    files = sorted((f for f in src.iterdir() if f.is_file() and f not in (run.checkpoint, run.lock)
                     and not re.search(r"\.\d+\.tmp(\.|$)", f.name)), key=lambda f: f.name == "results.json")
     for f in files:
         target = dest / f.name

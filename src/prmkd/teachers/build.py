@@ -86,6 +86,12 @@ def finished_pretrain(folder: Path, key: str) -> dict | None:
     return None
 
 
+def pretrain_folder(cfg: TeacherRunConfig, family_key: tuple[str, str], target: SeqDataset) -> Path:
+    """Where the pre-training `family_key` of `cfg` runs: its shared `pretrain_dir`, else the teacher's own folder."""
+    family, key = family_key
+    return Path(cfg.pretrain_dir) / f"{family}-{key}" if cfg.pretrain_dir else teacher_dir(cfg, target).pretrain
+
+
 def pretrain_done(cfg: TeacherRunConfig, family_key: tuple[str, str]) -> bool:
     """Whether the pre-training `family_key` (`pretrain_key`) of `cfg`, in its shared `pretrain_dir`, has already
     finished, so the teachers that share it no longer depend on one another."""
@@ -100,8 +106,7 @@ def run_pretrain(cfg: TeacherRunConfig, log=logger.info) -> tuple[Path | None, d
     fam, tcfg = teacher_config(cfg)
     sources = [prepare(s, log=log) for s in cfg.sources]
     family, key = pretrain_key(cfg, sources)
-    target = prepare(cfg.data, log=log)
-    folder = Path(cfg.pretrain_dir) / f"{family}-{key}" if cfg.pretrain_dir else teacher_dir(cfg, target).pretrain
+    folder = pretrain_folder(cfg, (family, key), prepare(cfg.data, log=log))
     done = folder / "done.json"
     if (rec := finished_pretrain(folder, key)) is not None:
         log(f"pre-training already done: {folder}")
@@ -196,11 +201,9 @@ def teacher_built(cfg: TeacherRunConfig) -> bool:
         return False
     pre = None
     if cfg.sources:
-        family, key = pretrain_key(cfg, [prepare(s, log=None) for s in cfg.sources])
-        folder = Path(cfg.pretrain_dir) / f"{family}-{key}" if cfg.pretrain_dir else tdir.pretrain
-        if finished_pretrain(folder, key) is None:
+        family, pre = pretrain_key(cfg, [prepare(s, log=None) for s in cfg.sources])
+        if finished_pretrain(pretrain_folder(cfg, (family, pre), ds), pre) is None:
             return False
-        pre = key
     try:
         return _exported(read_json(tdir.manifest, "teacher cache manifest"), finetune_fingerprint(cfg, ds, pre), cfg)
     except PrmkdError:
