@@ -432,3 +432,42 @@ def test_a_universality_student_at_lambda_zero_is_said_not_to_be_distilled(tmp_p
     said = {line.split(":", 1)[0]: line for line in findings(load_run_folder(root))}
     assert said["FM"] == "FM: not distilled (lambda = 0 in its settings), so its distilled run repeats its plain twin."
     assert said["LightGCN"].startswith("LightGCN: distilled ")
+
+
+def test_the_report_says_which_parts_of_the_method_matter(tmp_path):
+    """Each ablation and swept value is named with its change and verdict, then sorted into what mattered (the full
+    method significantly better), what hurt (the variant significantly better) and what made no difference."""
+    from prmkd.report.findings import findings
+
+    root = fabricate_run(tmp_path, universality=False, efficiency=False)
+    summary = json.loads((root / "summary.json").read_text())
+    main = next(r for r in summary["runs"] if r["name"] == "prmkd-sasrec" and r["group"] == "main")
+    summary["runs"].append({**main, "group": "sweep", "sweep": {"param": "temperature", "value": 1.0, "main": True}})
+
+    def comp(a: str, value: float, p: float) -> dict:
+        return {"name": f"{a} vs prmkd-sasrec", "a": a, "b": "prmkd-sasrec", "metric": "ndcg@10", "value": value,
+                "p_value": p, "mean_a": 0.05 * (1 + value), "mean_b": 0.05, "n_users": 400, "seeds": [0]}
+
+    summary["comparisons"] = [comp("ablation only-unisrec", -0.041, 1e-4), comp("ablation only-recformer", -0.003, 0.8),
+                              comp("ablation only-unim2rec", -0.056, 2e-7), comp("ablation wo-in", 0.005, 0.48),
+                              comp("ablation wo-wa", 0.021, 9e-4), comp("sweep temperature=0.5", -0.001, 0.95),
+                              comp("sweep temperature=5.0", -0.054, 7e-4), comp("sweep epsilon=0.01", -0.004, 0.56),
+                              {**comp("sweep epsilon=1.0", 0.3, 1e-9), "metric": "recall@10"}]  # another metric
+    (root / "summary.json").write_text(json.dumps(summary))
+    said = findings(load_run_folder(root))
+    abl = next(line for line in said if line.startswith("Ablations"))
+    assert ("combining the teachers: only UniSRec -4.1% (p = 1.00e-04, significant), only Recformer -0.3% "
+            "(p = 0.8000, not significant), only UniM²Rec -5.6% (p = 2.00e-07, significant); the in-batch "
+            "candidates: w/o IN (all items) +0.5% (p = 0.4800, not significant); the consistency weighting: w/o WA "
+            "(average) +2.1% (p = 9.00e-04, significant).") in abl
+    assert said[said.index(abl) + 1] == (
+        "So on this data: combining the teachers: matters (the full method is significantly better than only UniSRec "
+        "and only UniM²Rec), no significant difference against only Recformer; the in-batch candidates: no "
+        "significant difference; the consistency weighting: hurts here (w/o WA (average) significantly better than "
+        "the full method).")
+    sweeps = next(line for line in said if line.startswith("Sweeps"))
+    assert sweeps.endswith("τ (main 1): 0.5 -0.1% (p = 0.9500, not significant), 5 -5.4% (p = 7.00e-04, "
+                           "significant); ε: 0.01 -0.4% (p = 0.5600, not significant).")
+    assert said[said.index(sweeps) + 1] == ("So on this data, the result depends on τ (some swept value differs "
+                                            "significantly from the main setting); no swept value of ε differs "
+                                            "significantly.")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from .data import RunFolder, display_name, mean_std, values
+from .data import RunFolder, ablation_label, ablation_variants, display_name, mean_std, sweep_params, values
 from .tables import ALPHA, BASE, STUDENT, Table, fmt, fmt_p
 
 METRIC = "ndcg@10"
@@ -109,16 +109,7 @@ def findings(rf: RunFolder) -> list[str]:
                 out.append(f"{display_name(name[6:])}: distilled {fmt(c['mean_a'])} vs plain {fmt(c['mean_b'])} "
                            f"({_pct(c)}; {_verdict(c)}; {_seeds(c)})"
                            + _below_twin(rf, name, c))
-    abl = [c for c in rf.summary.get("comparisons") or [] if c.get("metric") == METRIC
-           and str(c.get("name", "")).startswith("ablation ")]
-    if abl:
-        hurt = {c["a"].removeprefix("ablation "): c["value"] < 0 and c["p_value"] < ALPHA for c in abl}
-        matter = [a for a, h in hurt.items() if h]
-        not_matter = [a for a, h in hurt.items() if not h]
-        out.append("Ablations (each against the full PRM-KD, paired over users): " +
-                   ("significantly worse without: " + ", ".join(matter) + "; " if matter else
-                    "no ablation is significantly worse; ") +
-                   ("no significant loss: " + ", ".join(not_matter) + "." if not_matter else "every part matters."))
+    out += _parts(rf)
     best = rf.summary.get("sweep_best_on_validation") or {}
     if best:
         out.append("Best swept value on validation: " + ", ".join(f"{p} = {v['value']}" for p, v in best.items())
@@ -137,6 +128,74 @@ def findings(rf: RunFolder) -> list[str]:
                    "evaluation, so a dip early in their validation curve may have cut them short: " +
                    ", ".join(_run_label(r) for r in early) +
                    "; `train.min_epochs` or a larger `train.patience` would train them longer.")
+    return out
+
+
+PARAM = {"temperature": "τ", "kd_weight": "λ", "epsilon": "ε", "hidden_size": "the student's hidden size"}
+PART = {"wo-in": "the in-batch candidates", "wo-wa": "the consistency weighting"}
+
+
+def _change(c: dict) -> str:
+    """"-4.1% (p = 1.2e-05, significant)": a variant's change against the full PRM-KD, with its verdict."""
+    return f"{_pct(c)} ({_verdict(c).removesuffix(f' at {ALPHA}')})"
+
+
+def _sorted_out(named: dict[str, dict]) -> tuple[list[str], list[str], list[str]]:
+    """Names whose variant is significantly worse than the full PRM-KD, significantly better, neither."""
+    sig = {n: c["p_value"] is not None and c["p_value"] < ALPHA for n, c in named.items()}
+    return ([n for n, c in named.items() if sig[n] and c["value"] < 0],
+            [n for n, c in named.items() if sig[n] and c["value"] > 0], [n for n in named if not sig[n]])
+
+
+def _parts(rf: RunFolder) -> list[str]:
+    """Which parts of the method matter on this data: every ablation and every swept value against the full PRM-KD
+    of the same seeds (test NDCG@10, paired over users), then in plain words what mattered and what did not."""
+    comps = {c["a"]: c for c in rf.summary.get("comparisons") or [] if c.get("metric") == METRIC
+             and c.get("p_value") is not None and not math.isnan(c["p_value"])}
+    out = []
+    abl = {a: comps[f"ablation {a}"] for a in ablation_variants(rf) if f"ablation {a}" in comps}
+    if abl:
+        only = {a: c for a, c in abl.items() if a.startswith("only-")}
+        groups = ([("combining the teachers", only)] if only else []) + \
+            [(PART.get(a, a), {a: c}) for a, c in abl.items() if a not in only]
+        out.append("Ablations, each against the full PRM-KD of the same seeds (test NDCG@10, paired over users): " +
+                   "; ".join(f"{part}: " + ", ".join(f"{ablation_label(a).replace(chr(10), ' ')} {_change(c)}"
+                                                     for a, c in named.items()) for part, named in groups) + ".")
+        verdicts = []
+        for part, named in groups:
+            worse, better, same = _sorted_out(named)
+            label = lambda names: " and ".join(ablation_label(a).replace(chr(10), " ") for a in names)  # noqa: E731
+            said = ([f"matters (the full method is significantly better than {label(worse)})"] if worse else []) + \
+                ([f"hurts here ({label(better)} significantly better than the full method)"] if better else [])
+            if same:
+                said.append("no significant difference" + (f" against {label(same)}" if said else ""))
+            verdicts.append(f"{part}: " + ", ".join(said))
+        out.append("So on this data: " + "; ".join(verdicts) + ".")
+    swept = []
+    for param in sweep_params(rf):
+        named = {}
+        for r in rf.select(group="sweep"):
+            sw = r.get("sweep") or {}
+            key = f"sweep {param}={sw.get('value')}"
+            if sw.get("param") == param and not sw.get("main") and not sw.get("plain") and key in comps:
+                named[f"{sw['value']:g}"] = comps[key]
+        if named:
+            main = next((f"{(r.get('sweep') or {})['value']:g}" for r in rf.select(group="sweep")
+                         if (r.get("sweep") or {}).get("param") == param and (r.get("sweep") or {}).get("main")), None)
+            worse, better, same = _sorted_out(named)
+            swept.append((param, main, named, worse, better))
+    if swept:
+        out.append("Sweeps, each value against the main setting's PRM-KD of the same seeds (test NDCG@10, paired over "
+                   "users): " + "; ".join(
+                       f"{PARAM.get(p, p)}" + (f" (main {main})" if main is not None else "") + ": " +
+                       ", ".join(f"{v} {_change(c)}" for v, c in named.items()) for p, main, named, _, _ in swept)
+                   + ".")
+        sensitive = [PARAM.get(p, p) for p, _, _, worse, better in swept if worse or better]
+        flat = [PARAM.get(p, p) for p, _, _, worse, better in swept if not worse and not better]
+        out.append("So on this data, " + (f"the result depends on {', '.join(sensitive)} (some swept value differs "
+                                          "significantly from the main setting)" if sensitive else
+                                          "no swept parameter changes the result significantly") +
+                   (f"; no swept value of {', '.join(flat)} differs significantly." if sensitive and flat else "."))
     return out
 
 
