@@ -281,6 +281,24 @@ def variants(name: str = "prmkd_scientific.json") -> str:
     return "\n".join(lines) + "\n"
 
 
+def parts(name: str = "prmkd_scientific.json") -> str:
+    """In words, which parts of the method mattered: the report's own sentences (prmkd.report.findings), from the
+    runs and paired tests of the results file."""
+    from prmkd.report.data import RunFolder
+    from prmkd.report.findings import method_parts
+
+    d = load(name)
+    if not d:
+        return missing(name)
+    said = [verdict for _, verdict in method_parts(RunFolder(RESULTS, d, None))]
+    if not said:
+        return missing(name + " (ablations / sweeps)")
+    seeds = sorted({s for r in d["runs"] if r.get("group") in ("ablation", "sweep") for s in [r.get("seed")]})
+    return ("\n".join(f"- {line}" for line in said) + f"\n\nRuns of seeds {seeds}; a variant with fewer seeds is "
+            "compared with the full PRM-KD of the same seeds (the table above gives each one's count). " +
+            source(name, d) + "\n")
+
+
 def universality(name: str = "prmkd_scientific.json") -> str:
     d = load(name)
     if not d or not d.get("universality"):
@@ -490,7 +508,7 @@ def student_size(name: str = "student_size_ml100k.json") -> str:
 
 BLOCKS = {"headline": headline, "main-scientific": main_table, "efficiency": efficiency,
           "teacher-build": teacher_build, "recbole": recbole, "eval-speed": eval_speed, "main-job": main_job,
-          "variants": variants, "universality": universality, "ceiling": ceiling, "tuning": tuning,
+          "variants": variants, "parts": parts, "universality": universality, "ceiling": ceiling, "tuning": tuning,
           "serving": serving, "scaling": scaling, "comparisons": simple_comparisons, "variant": variant_vs_main,
           "student-size": student_size, "rebuilt": rebuilt}
 

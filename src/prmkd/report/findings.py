@@ -109,7 +109,7 @@ def findings(rf: RunFolder) -> list[str]:
                 out.append(f"{display_name(name[6:])}: distilled {fmt(c['mean_a'])} vs plain {fmt(c['mean_b'])} "
                            f"({_pct(c)}; {_verdict(c)}; {_seeds(c)})"
                            + _below_twin(rf, name, c))
-    out += _parts(rf)
+    out += [line for pair in method_parts(rf) for line in pair]
     best = rf.summary.get("sweep_best_on_validation") or {}
     if best:
         out.append("Best swept value on validation: " + ", ".join(f"{p} = {v['value']}" for p, v in best.items())
@@ -147,9 +147,11 @@ def _sorted_out(named: dict[str, dict]) -> tuple[list[str], list[str], list[str]
             [n for n, c in named.items() if sig[n] and c["value"] > 0], [n for n in named if not sig[n]])
 
 
-def _parts(rf: RunFolder) -> list[str]:
-    """Which parts of the method matter on this data: every ablation and every swept value against the full PRM-KD
-    of the same seeds (test NDCG@10, paired over users), then in plain words what mattered and what did not."""
+def method_parts(rf: RunFolder) -> list[tuple[str, str]]:
+    """Which parts of the method matter on this data, as (details, verdict) sentence pairs, one for the ablations and
+    one for the sweeps (where present): every ablation or swept value against the full PRM-KD of the same seeds (test
+    NDCG@10, paired over users), then in plain words what mattered and what did not. Reads only the summary's runs
+    and comparisons, so a results file of the same layout (benchmarks/results/prmkd_<dataset>.json) serves too."""
     comps = {c["a"]: c for c in rf.summary.get("comparisons") or [] if c.get("metric") == METRIC
              and c.get("p_value") is not None and not math.isnan(c["p_value"])}
     out = []
@@ -158,7 +160,7 @@ def _parts(rf: RunFolder) -> list[str]:
         only = {a: c for a, c in abl.items() if a.startswith("only-")}
         groups = ([("combining the teachers", only)] if only else []) + \
             [(PART.get(a, a), {a: c}) for a, c in abl.items() if a not in only]
-        out.append("Ablations, each against the full PRM-KD of the same seeds (test NDCG@10, paired over users): " +
+        details = ("Ablations, each against the full PRM-KD of the same seeds (test NDCG@10, paired over users): " +
                    "; ".join(f"{part}: " + ", ".join(f"{ablation_label(a).replace(chr(10), ' ')} {_change(c)}"
                                                      for a, c in named.items()) for part, named in groups) + ".")
         verdicts = []
@@ -170,32 +172,31 @@ def _parts(rf: RunFolder) -> list[str]:
             if same:
                 said.append("no significant difference" + (f" against {label(same)}" if said else ""))
             verdicts.append(f"{part}: " + ", ".join(said))
-        out.append("So on this data: " + "; ".join(verdicts) + ".")
+        out.append((details, "So on this data: " + "; ".join(verdicts) + "."))
     swept = []
     for param in sweep_params(rf):
-        named = {}
-        for r in rf.select(group="sweep"):
-            sw = r.get("sweep") or {}
-            key = f"sweep {param}={sw.get('value')}"
-            if sw.get("param") == param and not sw.get("main") and not sw.get("plain") and key in comps:
-                named[f"{sw['value']:g}"] = comps[key]
+        named = {}  # a value swept on several seeds is one comparison
+        for v in sorted({(r.get("sweep") or {}).get("value") for r in rf.select(group="sweep", sweep_param=param)
+                         if not (r.get("sweep") or {}).get("main") and not (r.get("sweep") or {}).get("plain")}):
+            if f"sweep {param}={v}" in comps:
+                named[f"{v:g}"] = comps[f"sweep {param}={v}"]
         if named:
             main = next((f"{(r.get('sweep') or {})['value']:g}" for r in rf.select(group="sweep")
                          if (r.get("sweep") or {}).get("param") == param and (r.get("sweep") or {}).get("main")), None)
             worse, better, same = _sorted_out(named)
             swept.append((param, main, named, worse, better))
     if swept:
-        out.append("Sweeps, each value against the main setting's PRM-KD of the same seeds (test NDCG@10, paired over "
-                   "users): " + "; ".join(
+        details = ("Sweeps, each value against the main setting's PRM-KD of the same seeds (test NDCG@10, paired "
+                   "over users): " + "; ".join(
                        f"{PARAM.get(p, p)}" + (f" (main {main})" if main is not None else "") + ": " +
                        ", ".join(f"{v} {_change(c)}" for v, c in named.items()) for p, main, named, _, _ in swept)
                    + ".")
         sensitive = [PARAM.get(p, p) for p, _, _, worse, better in swept if worse or better]
         flat = [PARAM.get(p, p) for p, _, _, worse, better in swept if not worse and not better]
-        out.append("So on this data, " + (f"the result depends on {', '.join(sensitive)} (some swept value differs "
-                                          "significantly from the main setting)" if sensitive else
-                                          "no swept parameter changes the result significantly") +
-                   (f"; no swept value of {', '.join(flat)} differs significantly." if sensitive and flat else "."))
+        verdict = (f"the result depends on {', '.join(sensitive)} (some swept value differs significantly from the "
+                   "main setting)" if sensitive else "no swept parameter changes the result significantly")
+        out.append((details, f"So on this data, {verdict}" +
+                    (f"; no swept value of {', '.join(flat)} differs significantly." if sensitive and flat else ".")))
     return out
 
 
