@@ -339,10 +339,12 @@ def tuning(name: str = "tuning_scientific.json") -> str:
     plain = f"plain {LABEL.get(student, student)} of {d.get('pipeline_config')}" if student else \
         f"plain {d.get('pipeline_config')} student"
     changed = [o for o in d.get("overrides", []) if "threads=" not in o]  # (thread counts change no result)
-    if changed:
-        plain += " with " + ", ".join(f"`{o}`" for o in changed)
-    lines = [f"Coordinate ascent on validation NDCG@10 (mean over seeds {d['seeds']}), in this order; {plain}: "
-             f"{d['plain_student_valid_ndcg@10']:.4f}.", "",
+    start = [o for o in changed if o.startswith("distill.")]  # where the ascent starts (no plain run reads them)
+    if len(start) < len(changed):
+        plain += " with " + ", ".join(f"`{o}`" for o in changed if o not in start)
+    lines = [f"Coordinate ascent on validation NDCG@10 (mean over seeds {d['seeds']}), in this order" +
+             (f", from {', '.join(f'`{o}`' for o in start)}" if start else "") +
+             f"; {plain}: {d['plain_student_valid_ndcg@10']:.4f}.", "",
              "| coordinate | validation NDCG@10 of each value | chosen |", "|---|---|---|"]
     for st in d["steps"]:
         vals = ", ".join(f"{k}: {v:.4f}" for k, v in st["valid_ndcg@10"].items())
