@@ -293,7 +293,7 @@ def parts(name: str = "prmkd_scientific.json") -> str:
     said = [verdict for _, verdict in method_parts(RunFolder(RESULTS, d, None))]
     if not said:
         return missing(name + " (ablations / sweeps)")
-    seeds = sorted({s for r in d["runs"] if r.get("group") in ("ablation", "sweep") for s in [r.get("seed")]})
+    seeds = sorted({r.get("seed") for r in d["runs"] if r.get("group") in ("ablation", "sweep")})
     return ("\n".join(f"- {line}" for line in said) + f"\n\nRuns of seeds {seeds}; a variant with fewer seeds is "
             "compared with the full PRM-KD of the same seeds (the table above gives each one's count). " +
             source(name, d) + "\n")

@@ -140,6 +140,11 @@ def _change(c: dict) -> str:
     return f"{_pct(c)} ({_verdict(c).removesuffix(f' at {ALPHA}')})"
 
 
+def _one_line(a: str) -> str:
+    """An ablation's label on one line ("only UniSRec", "w/o IN (all items)")."""
+    return ablation_label(a).replace("\n", " ")
+
+
 def _sorted_out(named: dict[str, dict]) -> tuple[list[str], list[str], list[str]]:
     """Names whose variant is significantly worse than the full PRM-KD, significantly better, neither."""
     sig = {n: c["p_value"] is not None and c["p_value"] < ALPHA for n, c in named.items()}
@@ -161,12 +166,12 @@ def method_parts(rf: RunFolder) -> list[tuple[str, str]]:
         groups = ([("combining the teachers", only)] if only else []) + \
             [(PART.get(a, a), {a: c}) for a, c in abl.items() if a not in only]
         details = ("Ablations, each against the full PRM-KD of the same seeds (test NDCG@10, paired over users): " +
-                   "; ".join(f"{part}: " + ", ".join(f"{ablation_label(a).replace(chr(10), ' ')} {_change(c)}"
-                                                     for a, c in named.items()) for part, named in groups) + ".")
+                   "; ".join(f"{part}: " + ", ".join(f"{_one_line(a)} {_change(c)}" for a, c in named.items())
+                             for part, named in groups) + ".")
         verdicts = []
         for part, named in groups:
             worse, better, same = _sorted_out(named)
-            label = lambda names: " and ".join(ablation_label(a).replace(chr(10), " ") for a in names)  # noqa: E731
+            label = lambda names: " and ".join(map(_one_line, names))  # noqa: E731
             said = ([f"matters (the full method is significantly better than {label(worse)})"] if worse else []) + \
                 ([f"hurts here ({label(better)} significantly better than the full method)"] if better else [])
             if same:
@@ -175,14 +180,12 @@ def method_parts(rf: RunFolder) -> list[tuple[str, str]]:
         out.append((details, "So on this data: " + "; ".join(verdicts) + "."))
     swept = []
     for param in sweep_params(rf):
-        named = {}  # a value swept on several seeds is one comparison
-        for v in sorted({(r.get("sweep") or {}).get("value") for r in rf.select(group="sweep", sweep_param=param)
-                         if not (r.get("sweep") or {}).get("main") and not (r.get("sweep") or {}).get("plain")}):
-            if f"sweep {param}={v}" in comps:
-                named[f"{v:g}"] = comps[f"sweep {param}={v}"]
+        runs = rf.select(group="sweep", sweep_param=param)
+        values = sorted({r["sweep"]["value"] for r in runs  # a value run on several seeds is one comparison
+                         if not r["sweep"].get("main") and not r["sweep"].get("plain")})
+        named = {f"{v:g}": comps[f"sweep {param}={v}"] for v in values if f"sweep {param}={v}" in comps}
         if named:
-            main = next((f"{(r.get('sweep') or {})['value']:g}" for r in rf.select(group="sweep")
-                         if (r.get("sweep") or {}).get("param") == param and (r.get("sweep") or {}).get("main")), None)
+            main = next((f"{r['sweep']['value']:g}" for r in runs if r["sweep"].get("main")), None)
             worse, better, same = _sorted_out(named)
             swept.append((param, main, named, worse, better))
     if swept:
